@@ -1,0 +1,1 @@
+//! Asterisk queue_log (placeholder until the parser lands).
