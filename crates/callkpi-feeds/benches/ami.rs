@@ -1,0 +1,2 @@
+//! Placeholder: replaced by the ami parser bench.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Placeholder: replaced by the queue_log parser bench.
+fn main() {}
