@@ -4,5 +4,23 @@
 //!
 //! # Layout
 //! - [`event`]: the normalised event every feed produces.
+//! - [`call`]: one call rebuilt from its events (visits, segments, offers).
+//! - [`agent`]: agent presence (logged-in, paused) over time.
+//! - [`counters`]: additive primitive counters per quarter hour and group.
+//! - [`engine`]: the incremental engine that keeps the counters current.
+//! - [`params`]: report parameters (thresholds, formula variants).
+//! - [`report`]: rows and KPIs as pure functions of counters and parameters.
+//! - [`time`]: quarter-hour buckets and DST-correct local intervals.
 
+pub mod agent;
+pub mod call;
+pub mod counters;
+pub mod engine;
 pub mod event;
+pub mod params;
+pub mod report;
+pub mod time;
+
+pub use engine::{Engine, EngineConfig};
+pub use params::KpiParams;
+pub use report::{Report, Row, Watermark};

@@ -1,0 +1,654 @@
+//! One call rebuilt from its events: queue visits, agent segments, offers,
+//! outbound dials and surveys, and the counters it contributes.
+//!
+//! A call is always rebuilt from all of its events, sorted by KPI time and
+//! then by event id, so the result does not depend on the order in which
+//! events arrived, and a late event simply produces a new record whose
+//! contribution replaces the old one.
+//!
+//! Rules, in the order events are replayed:
+//! - A queue visit opens at `QueueJoin` and takes the first definite outcome:
+//!   `Answered`, or a `QueueLeave` with a reason. A bare `QueueLeave
+//!   { Unspecified }` (AMI `QueueCallerLeave`, also sent when an agent
+//!   answers) only marks the visit as left; if no answer follows at the same
+//!   call, the visit ends as "left, reason unknown".
+//! - A segment is one agent's conversation: from `Answered` to that agent's
+//!   `Hangup` or `Transfer`. Its talk time is the PBX's own measure when
+//!   reported, else the span minus hold. Hold spans come from `Hold`/`Resume`
+//!   within the segment; after-call work from `WrapUpStart`/`WrapUpEnd` of the
+//!   same agent after it.
+//! - A visit or segment with no end is left open while the call may still be
+//!   active and closed as "unknown end" once the engine's clock is past the
+//!   last event by the configured timeout (or when offline input ends).
+
+use crate::counters::{CounterSet, FineKey};
+use crate::event::{
+    DialOutcome, Event, EventKind, HangupBy, LeaveReason, MissReason, NANOS_PER_MS, SurveyMetric, TransferKind,
+    UnixNanos,
+};
+use crate::time::{BUCKET_NS, bucket_of};
+
+/// How a queue visit ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitOutcome {
+    /// An agent answered.
+    Answered,
+    /// Left with this reason.
+    Left(LeaveReason),
+    /// No exit event; closed by timeout.
+    UnknownEnd,
+}
+
+/// One stay of the caller in one queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Visit {
+    /// Queue.
+    pub queue: String,
+    /// Entry time.
+    pub enter: UnixNanos,
+    /// Exit time, once known.
+    pub exit: Option<UnixNanos>,
+    /// Outcome, once known.
+    pub outcome: Option<VisitOutcome>,
+    /// Wait (entry to answer or exit), ms.
+    pub wait_ms: u64,
+    /// Agent who answered.
+    pub agent: Option<String>,
+    /// Calling number given at entry.
+    pub caller: Option<String>,
+    /// Whether a bare leave was seen.
+    left_unspecified_at: Option<UnixNanos>,
+}
+
+/// How a segment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentEnd {
+    /// Someone hung up.
+    Hangup(HangupBy),
+    /// The agent transferred the call.
+    Transfer(TransferKind),
+    /// No end event; closed by timeout.
+    UnknownEnd,
+}
+
+/// One agent's conversation with the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Agent.
+    pub agent: String,
+    /// Queue it was answered from.
+    pub queue: Option<String>,
+    /// Index of that visit in [`CallRecord::visits`].
+    pub visit: Option<usize>,
+    /// Answer time.
+    pub start: UnixNanos,
+    /// End time, once known.
+    pub end: Option<UnixNanos>,
+    /// How it ended.
+    pub end_kind: Option<SegmentEnd>,
+    /// Talk as reported by the PBX, ms.
+    reported_talk_ms: Option<u64>,
+    /// Closed hold spans.
+    pub holds: Vec<(UnixNanos, UnixNanos)>,
+    hold_open: Option<UnixNanos>,
+    /// After-call work span.
+    pub wrap: Option<(UnixNanos, Option<UnixNanos>)>,
+}
+
+impl Segment {
+    /// Hold time, ms.
+    pub fn hold_ms(&self) -> u64 {
+        self.holds.iter().map(|(a, b)| ms(*b - *a)).sum()
+    }
+
+    /// Talk time (hold excluded), ms.
+    pub fn talk_ms(&self) -> u64 {
+        let hold = self.hold_ms();
+        match self.reported_talk_ms {
+            // The PBX's figure covers the whole conversation, hold included.
+            Some(t) => t.saturating_sub(hold),
+            None => self.end.map(|e| ms(e - self.start).saturating_sub(hold)).unwrap_or(0),
+        }
+    }
+
+    /// After-call work, ms (0 when none reported or not yet ended).
+    pub fn wrap_ms(&self) -> u64 {
+        match self.wrap {
+            Some((s, Some(e))) => ms(e - s),
+            _ => 0,
+        }
+    }
+}
+
+/// An offer to an agent that did not become a conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissedOffer {
+    /// When it ended.
+    pub at: UnixNanos,
+    /// Queue.
+    pub queue: Option<String>,
+    /// Agent.
+    pub agent: String,
+    /// Why.
+    pub reason: MissReason,
+    /// Ring time, ms.
+    pub ring_ms: u64,
+}
+
+/// A final outbound dial result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dial {
+    /// When.
+    pub at: UnixNanos,
+    /// Agent.
+    pub agent: Option<String>,
+    /// Trunk.
+    pub trunk: Option<String>,
+    /// Outcome.
+    pub outcome: DialOutcome,
+}
+
+/// A survey score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Survey {
+    /// When.
+    pub at: UnixNanos,
+    /// Metric.
+    pub metric: SurveyMetric,
+    /// Score normalised to 0..=1 on its scale.
+    pub normalised: f64,
+    /// Queue (from the event, else the call's last answered visit).
+    pub queue: Option<String>,
+    /// Agent (from the event, else the call's last segment).
+    pub agent: Option<String>,
+}
+
+/// A call rebuilt from its events.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CallRecord {
+    /// Site.
+    pub site: String,
+    /// PBX call id.
+    pub call_id: String,
+    /// Calling number (first one seen).
+    pub caller: Option<String>,
+    /// DID / called number of an inbound call.
+    pub did: Option<String>,
+    /// First and last event time.
+    pub first: UnixNanos,
+    /// Last event time.
+    pub last: UnixNanos,
+    /// Queue visits, in order.
+    pub visits: Vec<Visit>,
+    /// Agent segments, in order of answer.
+    pub segments: Vec<Segment>,
+    /// Missed offers.
+    pub missed: Vec<MissedOffer>,
+    /// Outbound dial results.
+    pub dials: Vec<Dial>,
+    /// Surveys.
+    pub surveys: Vec<Survey>,
+    /// Explicit disposition (last one wins).
+    pub disposition: Option<bool>,
+    /// Transfers not attached to a segment (no agent answered in this feed).
+    pub loose_transfers: Vec<(UnixNanos, TransferKind, Option<String>)>,
+    /// Whether anything is still open.
+    pub open: bool,
+}
+
+fn ms(ns: i64) -> u64 {
+    u64::try_from(ns.max(0) / NANOS_PER_MS).unwrap_or(0)
+}
+
+fn ns(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX / NANOS_PER_MS).saturating_mul(NANOS_PER_MS)
+}
+
+impl CallRecord {
+    /// Rebuilds a call. `events` must all share site and call id; they are
+    /// sorted here. When `closed` is true, whatever is still open is closed as
+    /// unknown end at the last event's time.
+    pub fn build(events: &mut [Event], closed: bool) -> CallRecord {
+        events.sort_by(|a, b| a.kpi_time().cmp(&b.kpi_time()).then_with(|| a.id.cmp(&b.id)));
+        let mut r = CallRecord::default();
+        let Some(first) = events.first() else { return r };
+        r.site = first.site.clone();
+        r.call_id = first.call_id.clone();
+        r.first = first.kpi_time();
+        r.last = events.last().map_or(r.first, Event::kpi_time);
+        let mut ringing: Vec<(String, UnixNanos)> = Vec::new();
+        for ev in events.iter() {
+            r.apply(ev, &mut ringing);
+        }
+        r.close(closed);
+        r
+    }
+
+    fn open_visit(&mut self, queue: &str) -> Option<usize> {
+        self.visits.iter().rposition(|v| v.queue == queue && v.outcome.is_none())
+    }
+
+    fn open_segment(&mut self, agent: Option<&str>) -> Option<usize> {
+        self.segments.iter().rposition(|s| s.end.is_none() && agent.is_none_or(|a| s.agent == a))
+    }
+
+    fn apply(&mut self, ev: &Event, ringing: &mut Vec<(String, UnixNanos)>) {
+        let t = ev.kpi_time();
+        match &ev.kind {
+            EventKind::CallOffered { caller, called, direction, .. } => {
+                if *direction == crate::event::Direction::Inbound {
+                    if self.caller.is_none() && !caller.is_empty() {
+                        self.caller = Some(caller.clone());
+                    }
+                    if self.did.is_none() && !called.is_empty() {
+                        self.did = Some(called.clone());
+                    }
+                }
+            }
+            EventKind::QueueJoin { queue, caller, .. } => {
+                if self.caller.is_none() {
+                    self.caller = caller.clone().filter(|c| !c.is_empty());
+                }
+                // A second join to the same queue without an exit means the
+                // first exit was lost: close it so the new visit stands alone.
+                if let Some(i) = self.open_visit(queue) {
+                    self.visits[i].outcome = Some(VisitOutcome::UnknownEnd);
+                    self.visits[i].exit = Some(t);
+                    self.visits[i].wait_ms = ms(t - self.visits[i].enter);
+                }
+                self.visits.push(Visit {
+                    queue: queue.clone(),
+                    enter: t,
+                    exit: None,
+                    outcome: None,
+                    wait_ms: 0,
+                    agent: None,
+                    caller: caller.clone(),
+                    left_unspecified_at: None,
+                });
+            }
+            EventKind::QueueLeave { queue, reason, reported_wait_ms } => match reason {
+                LeaveReason::Unspecified => {
+                    if let Some(i) = self.open_visit(queue) {
+                        self.visits[i].left_unspecified_at.get_or_insert(t);
+                    }
+                }
+                LeaveReason::Answered => {}
+                reason => {
+                    let i = match self.open_visit(queue) {
+                        Some(i) => i,
+                        None if matches!(reason, LeaveReason::Full | LeaveReason::JoinEmpty) => {
+                            // Refused at the door: Asterisk logs no ENTERQUEUE.
+                            self.visits.push(Visit {
+                                queue: queue.clone(),
+                                enter: t,
+                                exit: None,
+                                outcome: None,
+                                wait_ms: 0,
+                                agent: None,
+                                caller: None,
+                                left_unspecified_at: None,
+                            });
+                            self.visits.len() - 1
+                        }
+                        None => return,
+                    };
+                    let v = &mut self.visits[i];
+                    v.outcome = Some(VisitOutcome::Left(*reason));
+                    v.exit = Some(t);
+                    v.wait_ms = reported_wait_ms.unwrap_or_else(|| ms(t - v.enter));
+                }
+            },
+            EventKind::Ringing { agent, .. } => ringing.push((agent.clone(), t)),
+            EventKind::OfferMissed { queue, agent, reason, reported_ring_ms } => {
+                let started = ringing.iter().rposition(|(a, _)| a == agent).map(|i| ringing.remove(i).1);
+                let ring_ms = reported_ring_ms.unwrap_or_else(|| started.map_or(0, |s| ms(t - s)));
+                self.missed.push(MissedOffer {
+                    at: t,
+                    queue: queue.clone(),
+                    agent: agent.clone(),
+                    reason: *reason,
+                    ring_ms,
+                });
+            }
+            EventKind::Answered { queue, agent, reported_wait_ms, .. } => {
+                ringing.retain(|(a, _)| a != agent);
+                let visit = queue.as_deref().and_then(|q| self.open_visit(q));
+                if let Some(i) = visit {
+                    let v = &mut self.visits[i];
+                    v.outcome = Some(VisitOutcome::Answered);
+                    v.exit = Some(t);
+                    v.agent = Some(agent.clone());
+                    v.wait_ms = reported_wait_ms.unwrap_or_else(|| ms(t - v.enter));
+                }
+                // A repeated answer by the same agent (two feeds, or a
+                // re-INVITE seen as answer) does not open a second segment.
+                if self.open_segment(Some(agent)).is_none() {
+                    self.segments.push(Segment {
+                        agent: agent.clone(),
+                        queue: queue.clone(),
+                        visit,
+                        start: t,
+                        end: None,
+                        end_kind: None,
+                        reported_talk_ms: None,
+                        holds: Vec::new(),
+                        hold_open: None,
+                        wrap: None,
+                    });
+                }
+            }
+            EventKind::Hold { agent } => {
+                if let Some(i) = self.open_segment(agent.as_deref()).or_else(|| self.open_segment(None)) {
+                    self.segments[i].hold_open.get_or_insert(t);
+                }
+            }
+            EventKind::Resume { agent } => {
+                let i = self
+                    .segments
+                    .iter()
+                    .rposition(|s| s.hold_open.is_some() && agent.as_deref().is_none_or(|a| s.agent == a))
+                    .or_else(|| self.segments.iter().rposition(|s| s.hold_open.is_some()));
+                if let Some(i) = i {
+                    let s = &mut self.segments[i];
+                    if let Some(h) = s.hold_open.take() {
+                        s.holds.push((h, t));
+                    }
+                }
+            }
+            EventKind::Transfer { kind, agent, reported_talk_ms, target, .. } => {
+                match self.open_segment(agent.as_deref()) {
+                    Some(i) => self.end_segment(i, t, SegmentEnd::Transfer(*kind), *reported_talk_ms),
+                    None => self.loose_transfers.push((t, *kind, Some(target.clone()))),
+                }
+            }
+            EventKind::Hangup { agent, by, reported_talk_ms, .. } => {
+                // A hang-up that names no agent ends only a leg, unless it is
+                // the only conversation in progress and the feed cannot name
+                // agents (SIP, line monitor): then the call is over.
+                let seg = match agent {
+                    Some(a) => self.open_segment(Some(a)),
+                    None if reported_talk_ms.is_some() => self.open_segment(None),
+                    None => None,
+                };
+                if let Some(i) = seg {
+                    self.end_segment(i, t, SegmentEnd::Hangup(*by), *reported_talk_ms);
+                }
+            }
+            EventKind::WrapUpStart { agent, .. } => {
+                if let Some(s) = self.segments.iter_mut().rev().find(|s| &s.agent == agent && s.end.is_some()) {
+                    s.wrap = Some((t, None));
+                }
+            }
+            EventKind::WrapUpEnd { agent, .. } => {
+                if let Some(s) = self.segments.iter_mut().rev().find(|s| &s.agent == agent)
+                    && let Some((st, None)) = s.wrap
+                {
+                    s.wrap = Some((st, Some(t)));
+                }
+            }
+            EventKind::DialResult { agent, trunk, outcome, .. } => {
+                self.dials.push(Dial { at: t, agent: agent.clone(), trunk: trunk.clone(), outcome: *outcome })
+            }
+            EventKind::SurveyAnswer { metric, score, scale_min, scale_max, queue, agent } => {
+                let span = scale_max - scale_min;
+                let normalised = if span > 0.0 { ((score - scale_min) / span).clamp(0.0, 1.0) } else { 0.0 };
+                if normalised.is_finite() {
+                    self.surveys.push(Survey {
+                        at: t,
+                        metric: *metric,
+                        normalised,
+                        queue: queue.clone(),
+                        agent: agent.clone(),
+                    });
+                }
+            }
+            EventKind::Disposition { resolved, .. } => self.disposition = Some(*resolved),
+            EventKind::AgentState { .. } | EventKind::QueueStart => {}
+        }
+    }
+
+    fn end_segment(&mut self, i: usize, t: UnixNanos, kind: SegmentEnd, reported_talk_ms: Option<u64>) {
+        let s = &mut self.segments[i];
+        if let Some(h) = s.hold_open.take() {
+            s.holds.push((h, t));
+        }
+        s.end = Some(t);
+        s.end_kind = Some(kind);
+        s.reported_talk_ms = reported_talk_ms;
+    }
+
+    fn close(&mut self, closed: bool) {
+        let last = self.last;
+        let mut open = false;
+        for v in &mut self.visits {
+            if v.outcome.is_none() {
+                if let Some(at) = v.left_unspecified_at {
+                    // Left, and no answer arrived at the same call: reason unknown.
+                    if closed || at < last {
+                        v.outcome = Some(VisitOutcome::Left(LeaveReason::Unspecified));
+                        v.exit = Some(at);
+                        v.wait_ms = ms(at - v.enter);
+                        continue;
+                    }
+                }
+                if closed {
+                    v.outcome = Some(VisitOutcome::UnknownEnd);
+                    v.exit = Some(last);
+                    v.wait_ms = ms(last - v.enter);
+                } else {
+                    open = true;
+                }
+            }
+        }
+        for s in &mut self.segments {
+            if s.end.is_none() {
+                if closed {
+                    if let Some(h) = s.hold_open.take() {
+                        s.holds.push((h, last));
+                    }
+                    s.end = Some(last);
+                    s.end_kind = Some(SegmentEnd::UnknownEnd);
+                } else {
+                    open = true;
+                }
+            }
+            if let Some((_, None)) = s.wrap {
+                open |= !closed;
+            }
+        }
+        self.open = open;
+    }
+
+    /// Start of the contact for case purposes: first queue entry, else first event.
+    pub fn contact_start(&self) -> UnixNanos {
+        self.visits.first().map_or(self.first, |v| v.enter)
+    }
+
+    /// End of the contact: last segment end, else last visit exit, else last event.
+    pub fn contact_end(&self) -> UnixNanos {
+        let seg = self.segments.iter().filter_map(|s| s.end).max();
+        let vis = self.visits.iter().filter_map(|v| v.exit).max();
+        seg.or(vis).unwrap_or(self.last)
+    }
+
+    /// Whether an agent answered.
+    pub fn handled(&self) -> bool {
+        !self.segments.is_empty()
+    }
+
+    /// Whether the call went from one agent to another (FCR breaker).
+    pub fn transferred_between_agents(&self) -> bool {
+        let mut agents: Vec<&str> = self.segments.iter().map(|s| s.agent.as_str()).collect();
+        agents.dedup();
+        agents.len() > 1 || self.segments.iter().any(|s| matches!(s.end_kind, Some(SegmentEnd::Transfer(_))))
+    }
+
+    /// Treatment time of all segments (talk + hold + wrap-up), ms.
+    pub fn treatment_ms(&self) -> u64 {
+        self.segments.iter().map(|s| s.talk_ms() + s.hold_ms() + s.wrap_ms()).sum()
+    }
+
+    /// Queue and agent the call "belongs to" for case and survey attribution.
+    pub fn home(&self) -> (Option<String>, Option<String>) {
+        let queue = self.visits.first().map(|v| v.queue.clone());
+        let agent = self.segments.first().map(|s| s.agent.clone());
+        (queue, agent)
+    }
+
+    fn key(&self, t: UnixNanos, queue: Option<&String>, agent: Option<&String>) -> FineKey {
+        FineKey {
+            bucket: bucket_of(t),
+            site: self.site.clone(),
+            queue: queue.cloned(),
+            agent: agent.cloned(),
+            did: self.did.clone(),
+            trunk: None,
+        }
+    }
+
+    /// The counters this call contributes, apart from case facts.
+    pub fn contribution(&self) -> CounterSet {
+        let mut set = CounterSet::default();
+        for (vi, v) in self.visits.iter().enumerate() {
+            let Some(outcome) = v.outcome else { continue };
+            let c = set.cell(self.key(v.enter, Some(&v.queue), v.agent.as_ref()));
+            c.entered += 1;
+            match outcome {
+                VisitOutcome::Answered => c.answered_wait.record(v.wait_ms),
+                VisitOutcome::Left(LeaveReason::Abandon) => c.abandoned_wait.record(v.wait_ms),
+                VisitOutcome::Left(reason) => {
+                    c.other_wait.record(v.wait_ms);
+                    match reason {
+                        LeaveReason::Timeout => c.timed_out += 1,
+                        LeaveReason::ExitWithKey => c.exit_with_key += 1,
+                        LeaveReason::LeaveEmpty => c.leave_empty += 1,
+                        LeaveReason::Full => c.full += 1,
+                        LeaveReason::JoinEmpty => c.join_empty += 1,
+                        LeaveReason::Transfer => c.transferred_unanswered += 1,
+                        LeaveReason::Unspecified | LeaveReason::Answered | LeaveReason::Abandon => {
+                            c.left_unspecified += 1
+                        }
+                    }
+                }
+                VisitOutcome::UnknownEnd => {
+                    c.other_wait.record(v.wait_ms);
+                    c.unknown_end += 1;
+                }
+            }
+            // The visit counts once as handled, where its last segment ended.
+            if outcome == VisitOutcome::Answered {
+                let segs: Vec<&Segment> = self.segments.iter().filter(|s| s.visit == Some(vi)).collect();
+                if !segs.is_empty() && segs.iter().all(|s| s.end.is_some()) {
+                    let end = segs.iter().filter_map(|s| s.end).max().unwrap_or(v.enter);
+                    set.cell(self.key(end, Some(&v.queue), v.agent.as_ref())).handled_visits += 1;
+                }
+            }
+        }
+        for s in &self.segments {
+            let Some(end) = s.end else { continue };
+            let (talk, hold, wrap) = (s.talk_ms(), s.hold_ms(), s.wrap_ms());
+            let c = set.cell(self.key(end, s.queue.as_ref(), Some(&s.agent)));
+            c.handled_segments += 1;
+            c.talk_ms += i64::try_from(talk).unwrap_or(i64::MAX);
+            c.hold_ms += i64::try_from(hold).unwrap_or(i64::MAX);
+            c.wrap_ms += i64::try_from(wrap).unwrap_or(i64::MAX);
+            c.holds += i64::try_from(s.holds.len()).unwrap_or(0);
+            if matches!(s.wrap, Some((_, Some(_)))) {
+                c.wrap_segments += 1;
+            }
+            match s.end_kind {
+                Some(SegmentEnd::Transfer(k)) => {
+                    c.transfers += 1;
+                    if k == TransferKind::Blind {
+                        c.transfers_blind += 1;
+                    }
+                }
+                Some(SegmentEnd::UnknownEnd) => c.segments_unknown_end += 1,
+                _ => {}
+            }
+            // Busy time is spread over the quarter hours it covers, so that
+            // occupancy compares like with like.
+            let conv_end = s.start + ns(talk + hold);
+            self.spread_busy(&mut set, s, s.start, conv_end);
+            if let Some((ws, Some(we))) = s.wrap {
+                self.spread_busy(&mut set, s, ws, we);
+            }
+        }
+        for (t, kind, _) in &self.loose_transfers {
+            let (q, a) = self.home();
+            let c = set.cell(self.key(*t, q.as_ref(), a.as_ref()));
+            c.transfers += 1;
+            if *kind == TransferKind::Blind {
+                c.transfers_blind += 1;
+            }
+        }
+        for m in &self.missed {
+            let c = set.cell(self.key(m.at, m.queue.as_ref(), Some(&m.agent)));
+            match m.reason {
+                MissReason::NoAnswer | MissReason::Rejected => {
+                    c.missed_offers += 1;
+                    c.missed_ring_ms += i64::try_from(m.ring_ms).unwrap_or(i64::MAX);
+                }
+                MissReason::Canceled => c.ring_canceled += 1,
+            }
+        }
+        for d in &self.dials {
+            let mut key = self.key(d.at, None, d.agent.as_ref());
+            key.did = None;
+            key.trunk = d.trunk.clone();
+            let c = set.cell(key);
+            c.out_attempts += 1;
+            match d.outcome {
+                DialOutcome::Answered => c.out_connected += 1,
+                DialOutcome::Busy => c.out_busy += 1,
+                DialOutcome::NoAnswer => c.out_no_answer += 1,
+                DialOutcome::Failed => c.out_failed += 1,
+                DialOutcome::Congestion => c.out_congestion += 1,
+                DialOutcome::Unavailable => c.out_unavailable += 1,
+                DialOutcome::AgentAbandoned => c.out_agent_abandoned += 1,
+            }
+        }
+        let (home_q, home_a) = self.home();
+        for s in &self.surveys {
+            let q = s.queue.clone().or_else(|| home_q.clone());
+            let a =
+                s.agent.clone().or_else(|| self.segments.last().map(|x| x.agent.clone())).or_else(|| home_a.clone());
+            let c = set.cell(self.key(s.at, q.as_ref(), a.as_ref()));
+            match s.metric {
+                SurveyMetric::Csat => {
+                    c.csat_n += 1;
+                    // 4 and 5 on 1-5 normalise to 0.75 and 1.0.
+                    if s.normalised >= 0.75 - 1e-9 {
+                        c.csat_satisfied += 1;
+                    }
+                }
+                SurveyMetric::Nps => {
+                    c.nps_n += 1;
+                    let on_ten = (s.normalised * 10.0).round();
+                    if on_ten >= 9.0 {
+                        c.nps_promoters += 1;
+                    } else if on_ten <= 6.0 {
+                        c.nps_detractors += 1;
+                    }
+                }
+                SurveyMetric::Ces => {
+                    c.ces_n += 1;
+                    // Mapped onto 1-7, kept in thousandths to stay an integer sum.
+                    c.ces_sum_milli += ((1.0 + 6.0 * s.normalised) * 1000.0).round() as i64;
+                }
+            }
+        }
+        set
+    }
+
+    fn spread_busy(&self, set: &mut CounterSet, s: &Segment, from: UnixNanos, to: UnixNanos) {
+        let mut t = from;
+        while t < to {
+            let b = bucket_of(t);
+            let e = (b + BUCKET_NS).min(to);
+            set.cell(self.key(b, s.queue.as_ref(), Some(&s.agent))).busy_ms += (e - t) / NANOS_PER_MS;
+            t = e;
+        }
+    }
+}
