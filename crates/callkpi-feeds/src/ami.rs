@@ -1,1 +1,0 @@
-//! Asterisk Manager Interface (placeholder until the parser lands).
