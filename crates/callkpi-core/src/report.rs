@@ -90,6 +90,8 @@ pub struct Kpis {
     pub fcr_contacts: u64,
     /// Transfers by agents.
     pub transfers: u64,
+    /// Of which blind (the rest attended).
+    pub transfers_blind: u64,
     /// Hold episodes.
     pub holds: u64,
     /// Offers an agent let ring out or rejected.
@@ -416,6 +418,7 @@ pub fn kpis(c: &Counters, p: &KpiParams, agents: &BTreeSet<String>) -> (Kpis, Ve
         fcr_pct: pct(fcr_ok, fcr_n),
         fcr_contacts: u(fcr_n),
         transfers: u(c.transfers),
+        transfers_blind: u(c.transfers_blind),
         holds: u(c.holds),
         missed_offers: u(c.missed_offers),
         missed_offer_ring_s: c.missed_ring_ms as f64 / 1000.0,

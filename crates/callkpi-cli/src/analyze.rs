@@ -1,0 +1,253 @@
+//! `callkpi analyze`: offline analysis of PBX log files through the same KPI
+//! engine the aggregator runs.
+//!
+//! Each input file is a pseudo agent (`file:N`), its events numbered in file
+//! order, so the engine's de-duplication and ordering rules apply unchanged.
+//! When all files are read, the engine closes every call still open ("unknown
+//! end") and the report is built with the input treated as complete.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use callkpi_core::event::{EventId, SourceKind};
+use callkpi_core::params::{GroupBy, KpiParams, SlFormula, parse_duration_s};
+use callkpi_core::time::Interval;
+use callkpi_core::{Engine, EngineConfig, Report, Watermark};
+use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig};
+use callkpi_feeds::queue_log::{QueueLogConfig, QueueLogMapper};
+use callkpi_feeds::{CaptureTime, FeedEvent, Unparsed};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::output::{self, Format};
+
+/// Options of `callkpi analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Asterisk queue_log file (pipe-separated, or the DB-export CSV); repeatable.
+    #[arg(long = "queue-log", value_name = "PATH")]
+    pub queue_logs: Vec<PathBuf>,
+    /// Raw Asterisk Manager Interface transcript (what a TCP client received); repeatable.
+    #[arg(long = "ami", value_name = "PATH")]
+    pub amis: Vec<PathBuf>,
+    /// Row interval: 15m, 30m, 1h, 1d or all.
+    #[arg(long, default_value = "15m", value_parser = parse_interval)]
+    pub interval: Interval,
+    /// Grouping, comma separated: queue, agent, site, did, trunk, or none.
+    #[arg(long = "by", default_value = "none", value_parser = parse_group)]
+    pub by: Groups,
+    /// IANA time zone intervals are aligned to (e.g. Europe/Paris), or UTC.
+    #[arg(long = "tz", default_value = "UTC")]
+    pub tz: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Service level thresholds in seconds, comma separated; all are computed.
+    #[arg(long = "sl-threshold", value_delimiter = ',', default_value = "18,20,60")]
+    pub sl_thresholds: Vec<u32>,
+    /// Service level formula family.
+    #[arg(long = "sl-formula", value_enum, default_value_t = SlFormulaArg::Offered)]
+    pub sl_formula: SlFormulaArg,
+    /// Abandons within this many seconds are short abandons (0 disables).
+    #[arg(long = "short-abandon", value_name = "SECONDS", default_value_t = 5)]
+    pub short_abandon: u32,
+    /// FCR window: a new call from the same number within it means not
+    /// resolved (e.g. 24h, 48h, 7d, or seconds).
+    #[arg(long = "fcr-window", value_name = "DURATION", default_value = "7d", value_parser = parse_duration_s)]
+    pub fcr_window: u64,
+    /// Whether a transfer to another agent means not resolved at first contact.
+    #[arg(long = "fcr-transfer-breaks", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fcr_transfer_breaks: bool,
+    /// Site name given to the events of these files.
+    #[arg(long, default_value = "default")]
+    pub site: String,
+    /// Time zone of datetimes in a CSV queue_log export that carry no offset.
+    #[arg(long = "queue-log-tz", default_value = "UTC")]
+    pub queue_log_tz: String,
+    /// Only rows from this instant (RFC 3339).
+    #[arg(long)]
+    pub from: Option<jiff::Timestamp>,
+    /// Only rows before this instant (RFC 3339).
+    #[arg(long)]
+    pub to: Option<jiff::Timestamp>,
+}
+
+/// `--sl-formula` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlFormulaArg {
+    /// Answered within T / offered.
+    Offered,
+    /// Answered within T / answered (Asterisk ServicelevelPerf).
+    Answered,
+    /// (Answered + abandoned within T) / offered (Asterisk ServicelevelPerf2).
+    AbandonsPositive,
+    /// Answered within T / (offered - abandoned within T).
+    AbandonsIgnored,
+}
+
+impl From<SlFormulaArg> for SlFormula {
+    fn from(v: SlFormulaArg) -> Self {
+        match v {
+            SlFormulaArg::Offered => SlFormula::Offered,
+            SlFormulaArg::Answered => SlFormula::Answered,
+            SlFormulaArg::AbandonsPositive => SlFormula::AbandonsPositive,
+            SlFormulaArg::AbandonsIgnored => SlFormula::AbandonsIgnored,
+        }
+    }
+}
+
+fn parse_interval(s: &str) -> Result<Interval, String> {
+    s.parse()
+}
+
+/// A `--by` list (clap treats a bare `Vec` as repeated values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Groups(pub Vec<GroupBy>);
+
+fn parse_group(s: &str) -> Result<Groups, String> {
+    GroupBy::parse_list(s).map(Groups)
+}
+
+/// The JSON document of `callkpi analyze --format json`.
+#[derive(Debug, Serialize)]
+pub struct AnalyzeOutput {
+    /// Every parameter used.
+    pub params: KpiParams,
+    /// Input files and what was read from them.
+    pub inputs: Vec<InputSummary>,
+    /// Report rows.
+    pub rows: Vec<callkpi_core::Row>,
+    /// Verbs or events not mapped, by name; `malformed` for unreadable records.
+    pub unparsed: BTreeMap<String, u64>,
+}
+
+/// What was read from one file.
+#[derive(Debug, Serialize)]
+pub struct InputSummary {
+    /// Path as given.
+    pub path: String,
+    /// `queue_log` or `ami`.
+    pub kind: &'static str,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Events produced.
+    pub events: u64,
+}
+
+/// The usage error class: bad option values (exit 64).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn nanos(t: jiff::Timestamp) -> i64 {
+    i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX)
+}
+
+/// Builds the report parameters from the options.
+///
+/// # Errors
+/// [`UsageError`] when a value is invalid (unknown time zone, no threshold).
+pub fn params(a: &AnalyzeArgs) -> Result<KpiParams, UsageError> {
+    callkpi_core::time::parse_tz(&a.tz).map_err(UsageError)?;
+    if a.sl_thresholds.is_empty() {
+        return Err(UsageError("--sl-threshold needs at least one value".into()));
+    }
+    Ok(KpiParams {
+        from: a.from.map(nanos),
+        to: a.to.map(nanos),
+        interval: a.interval,
+        group_by: a.by.0.clone(),
+        time_zone: a.tz.clone(),
+        sl_thresholds_s: a.sl_thresholds.clone(),
+        sl_formula: a.sl_formula.into(),
+        short_abandon_s: a.short_abandon,
+        fcr_window_s: a.fcr_window,
+        fcr_transfer_breaks: a.fcr_transfer_breaks,
+    })
+}
+
+/// Reads the inputs, runs the engine and returns the report.
+///
+/// # Errors
+/// When no input is given, a file cannot be read, or an option is invalid.
+pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
+    let params = params(a)?;
+    if a.queue_logs.is_empty() && a.amis.is_empty() {
+        return Err(UsageError("give at least one input: --queue-log PATH or --ami PATH".into()).into());
+    }
+    let ql_tz = callkpi_core::time::parse_tz(&a.queue_log_tz).map_err(UsageError)?;
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut unparsed = Unparsed::default();
+    let mut inputs = Vec::new();
+    let files = a.queue_logs.iter().map(|p| (p, "queue_log")).chain(a.amis.iter().map(|p| (p, "ami")));
+    for (n, (path, kind)) in files.enumerate() {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {kind} input {}", path.display()))?;
+        let (events, source, file_unparsed) = match kind {
+            "queue_log" => {
+                let mut m =
+                    QueueLogMapper::new(QueueLogConfig { time_zone: ql_tz.clone(), ..QueueLogConfig::default() });
+                let ev = m.map_all(&bytes);
+                if let Some(bad) = m.last_malformed() {
+                    tracing::warn!(path = %path.display(), ?bad, count = m.unparsed().malformed, "Skipped malformed queue_log records.");
+                }
+                (ev, SourceKind::AsteriskQueueLog, m.unparsed().clone())
+            }
+            _ => {
+                let mut m = AmiMapper::new(AmiMapperConfig::default());
+                let mut ev = Vec::new();
+                m.map_bytes(&bytes, &mut ev);
+                (ev, SourceKind::AsteriskAmi, m.unparsed().clone())
+            }
+        };
+        merge_unparsed(&mut unparsed, &file_unparsed);
+        let agent_id = format!("file:{n}");
+        let count = events.len() as u64;
+        ingest_all(&mut engine, events, &agent_id, &a.site, source);
+        tracing::info!(path = %path.display(), kind, events = count, bytes = bytes.len(), "Input read.");
+        inputs.push(InputSummary { path: path.display().to_string(), kind, bytes: bytes.len() as u64, events: count });
+    }
+    engine.refresh(None, true);
+    let wm: Vec<Watermark> = Vec::new();
+    let Report { params, rows } = engine.report(&params, &wm).map_err(UsageError)?;
+    let mut un: BTreeMap<String, u64> = unparsed.by_name.clone();
+    if unparsed.malformed > 0 {
+        un.insert("malformed".into(), unparsed.malformed);
+    }
+    Ok(AnalyzeOutput { params, inputs, rows, unparsed: un })
+}
+
+fn merge_unparsed(into: &mut Unparsed, from: &Unparsed) {
+    for (k, v) in &from.by_name {
+        *into.by_name.entry(k.clone()).or_insert(0) += v;
+    }
+    into.malformed += from.malformed;
+}
+
+/// Gives feed events their identity and files them in the engine.
+pub fn ingest_all(engine: &mut Engine, events: Vec<FeedEvent>, agent_id: &str, site: &str, source: SourceKind) {
+    for (i, fe) in events.into_iter().enumerate() {
+        // Offline, the capture time is the source time (or the epoch when a
+        // feed has none, which then sorts by file order within a call).
+        let wall = fe.source_time.unwrap_or(0);
+        let time = CaptureTime { wall, monotonic: 0, clock_synced: true };
+        let id = EventId { agent_id: agent_id.to_owned(), seq: i as u64 + 1 };
+        engine.ingest(fe.into_event(id, site, source, time));
+    }
+}
+
+/// Runs `analyze` and writes its output to stdout.
+///
+/// # Errors
+/// As [`run`], and on write errors.
+pub fn main(a: &AnalyzeArgs) -> anyhow::Result<()> {
+    let out = run(a)?;
+    output::write(&out, a.format, &mut std::io::stdout().lock())
+}

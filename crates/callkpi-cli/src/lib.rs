@@ -1,0 +1,9 @@
+//! The `callkpi` command's library: each subcommand is a module, so tests and
+//! other binaries (the demo, later) call the same code the command runs.
+//!
+//! # Layout
+//! - [`analyze`]: offline analysis of PBX logs through the KPI engine.
+//! - [`output`]: tables, CSV and JSON.
+
+pub mod analyze;
+pub mod output;

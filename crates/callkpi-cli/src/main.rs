@@ -1,0 +1,65 @@
+//! `callkpi`: the operator's command line. Thin: parse arguments, set up
+//! tracing, run a subcommand of [`callkpi_cli`], map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use callkpi_cli::analyze;
+
+/// Contact-centre KPIs from the telephone system itself.
+#[derive(Debug, Parser)]
+#[command(name = "callkpi", version, about)]
+struct Cli {
+    /// Log format on stderr: plain or json. The filter comes from CALLKPI_LOG, else RUST_LOG (default warn).
+    #[arg(long, global = true, env = "CALLKPI_LOG_FORMAT", default_value = "plain")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compute KPIs from queue_log and AMI files, offline, with the engine the aggregator runs.
+    Analyze(analyze::AnalyzeArgs),
+}
+
+/// EX_USAGE from sysexits.h: bad option values.
+const EX_USAGE: u8 = 64;
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("CALLKPI_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .map_or_else(|| EnvFilter::new("warn"), EnvFilter::new);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match &cli.command {
+        Command::Analyze(a) => analyze::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("callkpi: {e:#}");
+            }
+            if e.downcast_ref::<analyze::UsageError>().is_some() { ExitCode::from(EX_USAGE) } else { ExitCode::FAILURE }
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Report output as a terminal table, CSV or JSON.
+//!
+//! JSON is the contract (see docs/kpis.md). CSV has one line per row with
+//! every KPI as a column (`service_level_pct_<T>` per threshold). The table
+//! shows the figures a supervisor reads first; use CSV or JSON for the rest.
+
+use std::io::Write;
+
+use clap::ValueEnum;
+use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::Value;
+
+use crate::analyze::AnalyzeOutput;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned table for a terminal.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// The JSON document described in docs/kpis.md.
+    Json,
+}
+
+/// Writes `out` in `format`.
+///
+/// # Errors
+/// On write or serialisation errors.
+pub fn write(out: &AnalyzeOutput, format: Format, w: &mut dyn Write) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut *w, out)?;
+            writeln!(w)?;
+        }
+        Format::Csv => write_csv(out, w)?,
+        Format::Table => write_table(out, w)?,
+    }
+    Ok(())
+}
+
+/// Flattens a row's KPIs into (column, value) pairs in a stable order.
+fn flat_kpis(kpis: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    if let Value::Object(m) = kpis {
+        for (k, v) in m {
+            match v {
+                Value::Object(inner) => {
+                    for (t, x) in inner {
+                        out.push((format!("{k}_{t}"), x.clone()));
+                    }
+                }
+                other => out.push((k.clone(), other.clone())),
+            }
+        }
+    }
+    out
+}
+
+fn cell_text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.2}"),
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn write_csv(out: &AnalyzeOutput, w: &mut dyn Write) -> anyhow::Result<()> {
+    let mut wr = csv::Writer::from_writer(w);
+    let dims: Vec<&str> = out.params.group_by.iter().map(|g| g.as_str()).collect();
+    let mut header_done = false;
+    for row in &out.rows {
+        let kpis = flat_kpis(&serde_json::to_value(&row.kpis)?);
+        if !header_done {
+            let mut h: Vec<String> = vec!["start".into(), "end".into()];
+            h.extend(dims.iter().map(|d| (*d).to_owned()));
+            h.extend(["complete".into(), "flags".into()]);
+            h.extend(kpis.iter().map(|(k, _)| k.clone()));
+            wr.write_record(&h)?;
+            header_done = true;
+        }
+        let mut rec: Vec<String> = vec![row.start.clone(), row.end.clone()];
+        rec.extend(dims.iter().map(|d| row.group.get(*d).cloned().flatten().unwrap_or_default()));
+        rec.push(row.complete.to_string());
+        rec.push(row.flags.join(" "));
+        rec.extend(kpis.iter().map(|(_, v)| match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }));
+        wr.write_record(&rec)?;
+    }
+    wr.flush()?;
+    Ok(())
+}
+
+const TABLE_KPIS: &[(&str, &str)] = &[
+    ("offered", "offered"),
+    ("answered", "answered"),
+    ("abandoned", "aband."),
+    ("abandonment_rate_pct", "aband.%"),
+    ("asa_s", "ASA s"),
+    ("max_wait_s", "max wait"),
+    ("handled", "handled"),
+    ("aht_s", "AHT s"),
+    ("fcr_pct", "FCR %"),
+    ("transfers", "xfers"),
+    ("missed_offers", "missed"),
+    ("occupancy_pct", "occ. %"),
+    ("csat_pct", "CSAT %"),
+];
+
+fn write_table(out: &AnalyzeOutput, w: &mut dyn Write) -> anyhow::Result<()> {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let dims: Vec<&str> = out.params.group_by.iter().map(|g| g.as_str()).collect();
+    let mut header: Vec<String> = vec!["interval".into()];
+    header.extend(dims.iter().map(|d| (*d).to_owned()));
+    for th in &out.params.sl_thresholds_s {
+        header.push(format!("SL{th}s %"));
+    }
+    header.extend(TABLE_KPIS.iter().map(|(_, h)| (*h).to_owned()));
+    t.set_header(header);
+    for row in &out.rows {
+        let kpis = serde_json::to_value(&row.kpis)?;
+        let mut cells: Vec<Cell> = vec![Cell::new(format!("{} {}", &row.start, if row.complete { "" } else { "*" }))];
+        cells
+            .extend(dims.iter().map(|d| Cell::new(row.group.get(*d).cloned().flatten().unwrap_or_else(|| "-".into()))));
+        for th in &out.params.sl_thresholds_s {
+            let v = kpis["service_level_pct"].get(th.to_string()).cloned().unwrap_or(Value::Null);
+            cells.push(Cell::new(cell_text(&v)).set_alignment(CellAlignment::Right));
+        }
+        for (k, _) in TABLE_KPIS {
+            cells.push(Cell::new(cell_text(&kpis[*k])).set_alignment(CellAlignment::Right));
+        }
+        t.add_row(cells);
+    }
+    writeln!(w, "{t}")?;
+    writeln!(
+        w,
+        "{} rows; * = incomplete. SL formula {:?}, short abandon <= {} s, FCR window {} s. Full figures: --format json or csv.",
+        out.rows.len(),
+        out.params.sl_formula,
+        out.params.short_abandon_s,
+        out.params.fcr_window_s
+    )?;
+    if !out.unparsed.is_empty() {
+        let list: Vec<String> = out.unparsed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(w, "Not mapped: {}", list.join(", "))?;
+    }
+    Ok(())
+}
