@@ -120,6 +120,24 @@ fn engine(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.sample_size(10);
     g.throughput(Throughput::Elements(events.len() as u64));
+    // Reference for ratios: the least any correlator does, grouping events by
+    // call and sorting each call's events by time.
+    g.bench_function("reference_group_and_sort", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |evs| {
+                let mut by_call: std::collections::HashMap<String, Vec<Event>> = std::collections::HashMap::new();
+                for ev in evs {
+                    by_call.entry(ev.call_id.clone()).or_default().push(ev);
+                }
+                for v in by_call.values_mut() {
+                    v.sort_by_key(|e| (e.kpi_time(), e.id.seq));
+                }
+                by_call
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.bench_function("ingest+refresh 20k calls", |b| {
         b.iter_batched(
             || events.clone(),

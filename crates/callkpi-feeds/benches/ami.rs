@@ -33,6 +33,10 @@ fn ami(c: &mut Criterion) {
     let bytes = std::fs::read(RECORDING).expect("the run-a recording");
     let mut group = c.benchmark_group("ami");
     group.throughput(Throughput::Bytes(bytes.len() as u64));
+    // Reference for ratios: the least any line reader does, finding every newline.
+    group.bench_function("reference_memchr_newlines", |b| {
+        b.iter(|| memchr::memchr_iter(b'\n', black_box(&bytes)).count())
+    });
     group.bench_function("framing", |b| {
         b.iter(|| {
             frame_all(black_box(&bytes), |f| {

@@ -46,6 +46,10 @@ fn queue_log(c: &mut Criterion) {
     let mut group = c.benchmark_group("queue_log");
 
     group.throughput(Throughput::Bytes(input.len() as u64));
+    // Reference for ratios: the least any line reader does, finding every newline.
+    group.bench_function("reference_memchr_newlines", |b| {
+        b.iter(|| memchr::memchr_iter(b'\n', black_box(&input)).count())
+    });
     group.bench_function("parse_line", |b| {
         b.iter(|| {
             let mut buf = black_box(&input[..]);
