@@ -97,6 +97,8 @@ pub struct Engine {
     events: u64,
     /// Input is over: set by a refresh that closed everything.
     sealed: bool,
+    /// Clock of the last refresh.
+    last_refresh: Option<UnixNanos>,
 }
 
 impl Engine {
@@ -199,10 +201,14 @@ impl Engine {
         for key in callers {
             self.rebuild_caller(&key);
         }
-        // Logged-in spans that are still open grow with the clock.
+        // Logged-in spans that are still open grow with the clock, so every
+        // agent is rebuilt when the clock moved; otherwise only changed ones.
         let mut agents: HashSet<AgentKey> = self.dirty_agents.drain().collect();
-        agents.extend(self.agents.keys().cloned());
-        agents.extend(self.agent_queues.keys().cloned());
+        if self.last_refresh != Some(now) {
+            agents.extend(self.agents.keys().cloned());
+            agents.extend(self.agent_queues.keys().cloned());
+            self.last_refresh = Some(now);
+        }
         for key in agents {
             self.rebuild_agent(&key, now);
         }
