@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use callkpi_core::event::{EventId, SourceKind};
 use callkpi_core::params::{GroupBy, KpiParams, SlFormula, parse_duration_s};
 use callkpi_core::time::Interval;
-use callkpi_core::{Engine, EngineConfig, Report, Watermark};
+use callkpi_core::{Engine, EngineConfig, Report};
 use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig};
 use callkpi_feeds::queue_log::{QueueLogConfig, QueueLogMapper};
 use callkpi_feeds::{CaptureTime, FeedEvent, Unparsed};
@@ -215,8 +215,8 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
         inputs.push(InputSummary { path: path.display().to_string(), kind, bytes: bytes.len() as u64, events: count });
     }
     engine.refresh(None, true);
-    let wm: Vec<Watermark> = Vec::new();
-    let Report { params, rows } = engine.report(&params, &wm).map_err(UsageError)?;
+    // Offline input is complete by definition: no source can be behind.
+    let Report { params, rows } = engine.report(&params, &[]).map_err(UsageError)?;
     let mut un: BTreeMap<String, u64> = unparsed.by_name.clone();
     if unparsed.malformed > 0 {
         un.insert("malformed".into(), unparsed.malformed);

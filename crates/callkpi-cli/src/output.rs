@@ -127,7 +127,8 @@ fn write_table(out: &AnalyzeOutput, w: &mut dyn Write) -> anyhow::Result<()> {
     t.set_header(header);
     for row in &out.rows {
         let kpis = serde_json::to_value(&row.kpis)?;
-        let mut cells: Vec<Cell> = vec![Cell::new(format!("{} {}", &row.start, if row.complete { "" } else { "*" }))];
+        let mut cells: Vec<Cell> =
+            vec![Cell::new(if row.complete { row.start.clone() } else { format!("{} *", row.start) })];
         cells
             .extend(dims.iter().map(|d| Cell::new(row.group.get(*d).cloned().flatten().unwrap_or_else(|| "-".into()))));
         for th in &out.params.sl_thresholds_s {

@@ -60,6 +60,21 @@ pub struct Visit {
     left_unspecified_at: Option<UnixNanos>,
 }
 
+impl Visit {
+    fn entered(queue: &str, at: UnixNanos, caller: Option<String>) -> Self {
+        Self {
+            queue: queue.to_owned(),
+            enter: at,
+            exit: None,
+            outcome: None,
+            wait_ms: 0,
+            agent: None,
+            caller,
+            left_unspecified_at: None,
+        }
+    }
+}
+
 /// How a segment ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentEnd {
@@ -256,16 +271,7 @@ impl CallRecord {
                     self.visits[i].exit = Some(t);
                     self.visits[i].wait_ms = ms(t - self.visits[i].enter);
                 }
-                self.visits.push(Visit {
-                    queue: queue.clone(),
-                    enter: t,
-                    exit: None,
-                    outcome: None,
-                    wait_ms: 0,
-                    agent: None,
-                    caller: caller.clone(),
-                    left_unspecified_at: None,
-                });
+                self.visits.push(Visit::entered(queue, t, caller.clone()));
             }
             EventKind::QueueLeave { queue, reason, reported_wait_ms } => match reason {
                 LeaveReason::Unspecified => {
@@ -279,16 +285,7 @@ impl CallRecord {
                         Some(i) => i,
                         None if matches!(reason, LeaveReason::Full | LeaveReason::JoinEmpty) => {
                             // Refused at the door: Asterisk logs no ENTERQUEUE.
-                            self.visits.push(Visit {
-                                queue: queue.clone(),
-                                enter: t,
-                                exit: None,
-                                outcome: None,
-                                wait_ms: 0,
-                                agent: None,
-                                caller: None,
-                                left_unspecified_at: None,
-                            });
+                            self.visits.push(Visit::entered(queue, t, None));
                             self.visits.len() - 1
                         }
                         None => return,

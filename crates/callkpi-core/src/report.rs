@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use crate::counters::{CaseCell, CounterSet, Counters, FineKey};
@@ -441,12 +440,4 @@ pub fn kpis(c: &Counters, p: &KpiParams, agents: &BTreeSet<String>) -> (Kpis, Ve
         surveys: u(surveys),
     };
     (k, flags)
-}
-
-/// Convenience for tests and offline use: the zone of a report.
-///
-/// # Errors
-/// When the zone is unknown.
-pub fn zone(p: &KpiParams) -> Result<TimeZone, String> {
-    crate::time::parse_tz(&p.time_zone)
 }
