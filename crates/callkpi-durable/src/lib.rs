@@ -1,0 +1,193 @@
+//! sled, opened the way the agent's spool and the aggregator's store need it.
+//!
+//! Both keep data that must survive a power cut once it has been
+//! acknowledged, and both must start whatever state the disk is in. sled
+//! 0.34 gets two things wrong for that, which this crate fixes once:
+//!
+//! - **`flush()` is not an fsync on Linux.** sled writes its log with
+//!   `pwrite` then `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)` (see
+//!   `pagecache/iobuf.rs`, sled issue 1452). That pushes the pages to the
+//!   device but neither flushes the device's write cache nor persists the
+//!   file's metadata (its new length), so a power cut can still lose
+//!   "flushed" data. [`Durable::sync`] calls `flush()` and then
+//!   `fdatasync` on sled's data file, which does both. Data written before a
+//!   returned `sync()` survives a power cut; data after it may not.
+//! - **A corrupt or truncated store makes `open` fail** (or panic inside
+//!   sled). [`Durable::open`] then moves the directory aside to
+//!   `<dir>.quarantine-<unix seconds>` and starts an empty store, so the
+//!   service starts and says so; the quarantined copy is kept for an
+//!   operator to inspect.
+//!
+//! The cache is small by default ([`DEFAULT_CACHE_BYTES`]), not sled's 1 GiB:
+//! an agent runs on appliances with little RAM.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Default page cache: 8 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Errors opening or syncing a store.
+#[derive(Debug, thiserror::Error)]
+pub enum DurableError {
+    /// sled failed.
+    #[error("sled store {path}: {source}")]
+    Sled {
+        /// Store directory.
+        path: PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// A file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// File or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An open store and what opening it took.
+#[derive(Debug)]
+pub struct Opened {
+    /// The store.
+    pub store: Durable,
+    /// Where a corrupt previous store was moved, if it was.
+    pub quarantined: Option<PathBuf>,
+}
+
+/// A sled database with a real durability point.
+#[derive(Debug, Clone)]
+pub struct Durable {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl Durable {
+    /// Opens (or creates) the store in `dir`, quarantining it if it cannot be opened.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or moved, or a fresh store cannot be opened.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Opened, DurableError> {
+        match Self::try_open(dir, cache_bytes) {
+            Ok(store) => Ok(Opened { store, quarantined: None }),
+            Err(reason) => {
+                let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                let mut aside = dir.as_os_str().to_owned();
+                aside.push(format!(".quarantine-{secs}"));
+                let aside = PathBuf::from(aside);
+                tracing::error!(path = %dir.display(), quarantine = %aside.display(), %reason, "Store is unreadable; moved aside, starting empty.");
+                std::fs::rename(dir, &aside).map_err(|source| DurableError::Io {
+                    what: "quarantining",
+                    path: dir.to_owned(),
+                    source,
+                })?;
+                let store = Self::try_open(dir, cache_bytes).map_err(|reason| DurableError::Io {
+                    what: "opening a fresh store after quarantine",
+                    path: dir.to_owned(),
+                    source: std::io::Error::other(reason),
+                })?;
+                Ok(Opened { store, quarantined: Some(aside) })
+            }
+        }
+    }
+
+    fn try_open(dir: &Path, cache_bytes: u64) -> Result<Durable, String> {
+        let cfg = sled::Config::new().path(dir).cache_capacity(cache_bytes).mode(sled::Mode::LowSpace);
+        // sled 0.34 panics on some corrupt inputs instead of returning Corruption.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cfg.open()))
+            .map_err(|_| "sled panicked while opening".to_owned())?;
+        let db = opened.map_err(|e| e.to_string())?;
+        let store = Durable { db, path: dir.to_owned() };
+        // Make the files' creation itself durable.
+        store.sync().map_err(|e| e.to_string())?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(store)
+    }
+
+    /// The sled database.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The durability point: everything written before this returns `Ok`
+    /// survives a crash or power cut.
+    ///
+    /// # Errors
+    /// When sled or the fsync fails; then nothing written since the last
+    /// successful `sync` may be considered durable.
+    pub fn sync(&self) -> Result<(), DurableError> {
+        self.db.flush().map_err(|source| DurableError::Sled { path: self.path.clone(), source })?;
+        let data = self.path.join("db");
+        // fdatasync through any descriptor of the file flushes the file's
+        // data and the metadata needed to read it back (its length).
+        let f = File::open(&data).map_err(|source| DurableError::Io {
+            what: "opening for fsync",
+            path: data.clone(),
+            source,
+        })?;
+        f.sync_data().map_err(|source| DurableError::Io { what: "fsync", path: data, source })
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_survives_reopen_after_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        {
+            let o = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap();
+            assert!(o.quarantined.is_none());
+            o.store.db().insert(b"k", b"v").unwrap();
+            o.store.sync().unwrap();
+        }
+        let o = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(o.store.db().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn corrupt_store_is_quarantined_and_a_fresh_one_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        {
+            let o = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap();
+            for i in 0u32..2000 {
+                o.store.db().insert(i.to_be_bytes(), vec![7u8; 100]).unwrap();
+            }
+            o.store.sync().unwrap();
+        }
+        // Overwrite the store's config and data headers with garbage.
+        for name in ["conf", "db"] {
+            let p = path.join(name);
+            let len = std::fs::metadata(&p).unwrap().len() as usize;
+            std::fs::write(&p, vec![0xA5u8; len.min(4096)]).unwrap();
+        }
+        let o = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap();
+        let aside = o.quarantined.expect("quarantined");
+        assert!(aside.exists());
+        assert!(o.store.db().is_empty());
+        o.store.db().insert(b"k", b"v").unwrap();
+        o.store.sync().unwrap();
+    }
+}
