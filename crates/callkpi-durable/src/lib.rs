@@ -16,7 +16,8 @@
 //!   sled). [`Durable::open`] then moves the directory aside to
 //!   `<dir>.quarantine-<unix seconds>` and starts an empty store, so the
 //!   service starts and says so; the quarantined copy is kept for an
-//!   operator to inspect.
+//!   operator to inspect. A store that is only locked by a running process
+//!   is refused with [`DurableError::InUse`] and never moved.
 //!
 //! The cache is small by default ([`DEFAULT_CACHE_BYTES`]), not sled's 1 GiB:
 //! an agent runs on appliances with little RAM.
@@ -40,6 +41,14 @@ pub enum DurableError {
         #[source]
         source: sled::Error,
     },
+    /// Another process (or another handle in this one) has the store open.
+    #[error("store {path} is in use by another process: {reason}")]
+    InUse {
+        /// Store directory.
+        path: PathBuf,
+        /// sled's message.
+        reason: String,
+    },
     /// A file operation failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -62,6 +71,37 @@ pub struct Opened {
     pub quarantined: Option<PathBuf>,
 }
 
+/// Why sled would not open a store.
+enum OpenFailure {
+    /// The contents cannot be read: quarantine.
+    Unreadable(String),
+    /// Anything else (locked, permissions): leave the store alone.
+    Other(sled::Error),
+}
+
+impl OpenFailure {
+    fn classify(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Io(ref io)
+                if !matches!(io.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData) =>
+            {
+                OpenFailure::Other(e)
+            }
+            other => OpenFailure::Unreadable(other.to_string()),
+        }
+    }
+}
+
+fn source_error(dir: &Path, e: sled::Error) -> DurableError {
+    match e {
+        // sled reports a held lock as a plain I/O error with this text.
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            DurableError::InUse { path: dir.to_owned(), reason: io.to_string() }
+        }
+        source => DurableError::Sled { path: dir.to_owned(), source },
+    }
+}
+
 /// A sled database with a real durability point.
 #[derive(Debug, Clone)]
 pub struct Durable {
@@ -77,7 +117,10 @@ impl Durable {
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Opened, DurableError> {
         match Self::try_open(dir, cache_bytes) {
             Ok(store) => Ok(Opened { store, quarantined: None }),
-            Err(reason) => {
+            // Only unreadable contents are moved aside: a store that is merely
+            // locked or not accessible is somebody's live data.
+            Err(OpenFailure::Other(source)) => Err(source_error(dir, source)),
+            Err(OpenFailure::Unreadable(reason)) => {
                 let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 let mut aside = dir.as_os_str().to_owned();
                 aside.push(format!(".quarantine-{secs}"));
@@ -88,25 +131,28 @@ impl Durable {
                     path: dir.to_owned(),
                     source,
                 })?;
-                let store = Self::try_open(dir, cache_bytes).map_err(|reason| DurableError::Io {
-                    what: "opening a fresh store after quarantine",
-                    path: dir.to_owned(),
-                    source: std::io::Error::other(reason),
+                let store = Self::try_open(dir, cache_bytes).map_err(|f| match f {
+                    OpenFailure::Other(source) => source_error(dir, source),
+                    OpenFailure::Unreadable(reason) => DurableError::Io {
+                        what: "opening a fresh store after quarantine",
+                        path: dir.to_owned(),
+                        source: std::io::Error::other(reason),
+                    },
                 })?;
                 Ok(Opened { store, quarantined: Some(aside) })
             }
         }
     }
 
-    fn try_open(dir: &Path, cache_bytes: u64) -> Result<Durable, String> {
+    fn try_open(dir: &Path, cache_bytes: u64) -> Result<Durable, OpenFailure> {
         let cfg = sled::Config::new().path(dir).cache_capacity(cache_bytes).mode(sled::Mode::LowSpace);
         // sled 0.34 panics on some corrupt inputs instead of returning Corruption.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cfg.open()))
-            .map_err(|_| "sled panicked while opening".to_owned())?;
-        let db = opened.map_err(|e| e.to_string())?;
+            .map_err(|_| OpenFailure::Unreadable("sled panicked while opening".to_owned()))?;
+        let db = opened.map_err(OpenFailure::classify)?;
         let store = Durable { db, path: dir.to_owned() };
         // Make the files' creation itself durable.
-        store.sync().map_err(|e| e.to_string())?;
+        store.sync().map_err(|e| OpenFailure::Unreadable(e.to_string()))?;
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
@@ -164,6 +210,20 @@ mod tests {
         }
         let o = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(o.store.db().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_store_in_use_is_refused_not_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let first = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap();
+        first.store.db().insert(b"k", b"v").unwrap();
+        first.store.sync().unwrap();
+        let err = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap_err();
+        assert!(matches!(err, DurableError::InUse { .. }), "{err}");
+        assert_eq!(first.store.db().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        let siblings = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(siblings, 1, "nothing was moved aside");
     }
 
     #[test]
