@@ -1,0 +1,749 @@
+//! The agent's configuration: one TOML file, every key documented in
+//! `deploy/agent.toml`.
+//!
+//! Every table rejects unknown keys (a typo is an error, not a silent
+//! default) and every key but `agent_id` and `site` has a default, given by
+//! the [`Default`] impls below. [`Config::from_toml`] parses and
+//! [`Config::validate`] checks what serde cannot (non-empty names, unique
+//! source names, a URL, a socket address, a time zone, exactly one of
+//! `token`/`token_file`...). Secrets given as files (`token_file`,
+//! `secret_file`) are read by [`Config::validate`] too, so that
+//! `callkpi-agent validate` catches an unreadable file before systemd starts
+//! the service.
+//!
+//! Durations are integers with their unit in the key name (`_ms`), so a
+//! value never needs a parser of its own.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use callkpi_core::event::SurveyMetric;
+use callkpi_feeds::ami::{AmiMapperConfig, SurveyEventConfig};
+use callkpi_feeds::queue_log::{InputForm, QueueLogConfig};
+use serde::Deserialize;
+
+use crate::spool::SpoolConfig;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or does not fit the schema (unknown key, wrong type).
+    #[error("invalid config: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of its domain.
+    #[error("invalid config: {key}: {reason}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `sources.ami[0].name`.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A secret file could not be read.
+    #[error("invalid config: {key}: cannot read {path}: {source}")]
+    SecretFile {
+        /// Dotted path of the key.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+/// A secret value (token, AMI secret): never printed by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A secret holding `value`.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Reads a secret file; surrounding whitespace (a trailing newline) is dropped.
+fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(Secret(text.trim().to_owned()))
+}
+
+/// The whole agent configuration (the TOML file's root table).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Identity of this agent, bound by the aggregator to its credential;
+    /// part of every event id. Required.
+    pub agent_id: String,
+    /// Site (branch office) of this agent, copied into every event. Required.
+    pub site: String,
+    /// Connection to the aggregator.
+    pub uplink: UplinkConfig,
+    /// The durable spool (see [`crate::spool`]).
+    pub spool: SpoolConfig,
+    /// Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
+    /// The PBX feeds to read.
+    pub sources: SourcesConfig,
+}
+
+impl Config {
+    /// Parses a TOML document (no validation beyond the schema).
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] on invalid TOML, an unknown key or a wrong type.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Reads and parses a file, then [`validate`](Self::validate)s it.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config = Self::from_toml(&text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value serde cannot check, and that secret files are readable.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_name("agent_id", &self.agent_id)?;
+        check_name("site", &self.site)?;
+        self.uplink.validate()?;
+        if self.spool.path.as_os_str().is_empty() {
+            return Err(invalid("spool.path", "must not be empty"));
+        }
+        self.metrics.listen_addr()?;
+        let mut names = HashSet::new();
+        for (i, ami) in self.sources.ami.iter().enumerate() {
+            let key = format!("sources.ami[{i}]");
+            ami.validate(&key)?;
+            if !names.insert(ami.name.as_str()) {
+                return Err(invalid(format!("{key}.name"), format!("duplicate source name {:?}", ami.name)));
+            }
+        }
+        for (i, ql) in self.sources.queue_log.iter().enumerate() {
+            let key = format!("sources.queue_log[{i}]");
+            ql.validate(&key)?;
+            if !names.insert(ql.name.as_str()) {
+                return Err(invalid(format!("{key}.name"), format!("duplicate source name {:?}", ql.name)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Source names, agent ids and sites: 1 to 64 of `[A-Za-z0-9._-]`, so they
+/// are safe as metric labels, checkpoint keys and log fields.
+fn check_name(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Err(invalid(key, "is required"));
+    }
+    if value.len() > 64 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err(invalid(key, format!("{value:?} must be 1 to 64 of A-Z a-z 0-9 . _ -")));
+    }
+    Ok(())
+}
+
+fn check_positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 { Err(invalid(key, "must be greater than 0")) } else { Ok(()) }
+}
+
+// === uplink ===
+
+/// `[uplink]`: the gRPC connection to the aggregator.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UplinkConfig {
+    /// Aggregator URL, `http://` or `https://` (https needs `[uplink.tls]`).
+    /// Default `http://127.0.0.1:7443`.
+    pub url: String,
+    /// Bearer token sent as `authorization: Bearer <token>`. At most one of
+    /// `token` and `token_file`; neither means no token (mTLS only, or an
+    /// aggregator without authentication).
+    pub token: Option<Secret>,
+    /// File holding the token (surrounding whitespace ignored).
+    pub token_file: Option<PathBuf>,
+    /// TLS settings; absent means plaintext HTTP/2.
+    pub tls: Option<TlsConfig>,
+    /// Most events per Batch (the aggregator's Welcome may lower it). Default 1000.
+    pub batch_max_events: usize,
+    /// Most bytes per Batch message (the aggregator's Welcome may lower it). Default 1 MiB.
+    pub batch_max_bytes: usize,
+    /// TCP connect timeout, ms. Default 5000.
+    pub connect_timeout_ms: u64,
+    /// HTTP/2 PING interval, ms; the connection is dropped when a PING is
+    /// not answered within `keepalive_timeout_ms`. Default 20000.
+    pub keepalive_interval_ms: u64,
+    /// HTTP/2 PING answer timeout, ms. Default 10000.
+    pub keepalive_timeout_ms: u64,
+    /// Heartbeat interval used when the Welcome gives none, ms. Default 10000.
+    pub heartbeat_interval_ms: u64,
+    /// First reconnect delay, ms; doubled on each failure, with jitter. Default 500.
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, ms; also the retry period when an operator
+    /// must act (bad credentials, agent disabled). Default 60000.
+    pub backoff_max_ms: u64,
+    /// Compress both directions with zstd. Default true.
+    pub compression: bool,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:7443".to_owned(),
+            token: None,
+            token_file: None,
+            tls: None,
+            batch_max_events: 1000,
+            batch_max_bytes: 1 << 20,
+            connect_timeout_ms: 5_000,
+            keepalive_interval_ms: 20_000,
+            keepalive_timeout_ms: 10_000,
+            heartbeat_interval_ms: 10_000,
+            backoff_initial_ms: 500,
+            backoff_max_ms: 60_000,
+            compression: true,
+        }
+    }
+}
+
+impl UplinkConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let https = if let Some(rest) = self.url.strip_prefix("https://") {
+            !rest.is_empty()
+        } else if self.url.strip_prefix("http://").is_some_and(|rest| !rest.is_empty()) {
+            false
+        } else {
+            return Err(invalid("uplink.url", format!("{:?} is not an http:// or https:// URL", self.url)));
+        };
+        if self.url.parse::<tonic::transport::Uri>().is_err() {
+            return Err(invalid("uplink.url", format!("{:?} is not a valid URL", self.url)));
+        }
+        match &self.tls {
+            None if https => return Err(invalid("uplink.tls", "an https:// url needs [uplink.tls] with ca")),
+            Some(_) if !https => return Err(invalid("uplink.tls", "TLS needs an https:// url")),
+            Some(tls) => tls.validate()?,
+            None => {}
+        }
+        if self.token.is_some() && self.token_file.is_some() {
+            return Err(invalid("uplink.token", "give token or token_file, not both"));
+        }
+        self.token()?;
+        check_positive("uplink.batch_max_events", self.batch_max_events as u64)?;
+        if self.batch_max_bytes < 1024 {
+            return Err(invalid("uplink.batch_max_bytes", "must be at least 1024"));
+        }
+        check_positive("uplink.connect_timeout_ms", self.connect_timeout_ms)?;
+        check_positive("uplink.keepalive_interval_ms", self.keepalive_interval_ms)?;
+        check_positive("uplink.keepalive_timeout_ms", self.keepalive_timeout_ms)?;
+        check_positive("uplink.heartbeat_interval_ms", self.heartbeat_interval_ms)?;
+        check_positive("uplink.backoff_initial_ms", self.backoff_initial_ms)?;
+        if self.backoff_max_ms < self.backoff_initial_ms {
+            return Err(invalid("uplink.backoff_max_ms", "must be at least backoff_initial_ms"));
+        }
+        Ok(())
+    }
+
+    /// The bearer token, read from `token_file` when given.
+    ///
+    /// # Errors
+    /// [`ConfigError::SecretFile`] when the file cannot be read.
+    pub fn token(&self) -> Result<Option<Secret>, ConfigError> {
+        match (&self.token, &self.token_file) {
+            (Some(token), _) => Ok(Some(token.clone())),
+            (None, Some(path)) => read_secret_file("uplink.token_file", path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// `backoff_initial_ms` .. `backoff_max_ms` as a [`crate::backoff::Backoff`].
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(
+            Duration::from_millis(self.backoff_initial_ms),
+            Duration::from_millis(self.backoff_max_ms),
+        )
+    }
+}
+
+/// `[uplink.tls]`: server verification and the optional client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of the CA(s) that signed the aggregator's certificate. Required.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate for mTLS (with `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Name to verify in the server certificate when it differs from the
+    /// URL's host.
+    pub domain: Option<String>,
+}
+
+impl TlsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Some(ca) = &self.ca else {
+            return Err(invalid("uplink.tls.ca", "is required (no system roots are built in)"));
+        };
+        read_file("uplink.tls.ca", ca)?;
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                read_file("uplink.tls.cert", cert)?;
+                read_file("uplink.tls.key", key)?;
+            }
+            (None, None) => {}
+            _ => return Err(invalid("uplink.tls", "cert and key go together")),
+        }
+        Ok(())
+    }
+}
+
+/// Reads a whole file for a key, naming the key on error.
+pub(crate) fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::SecretFile { key: key.to_owned(), path: path.to_owned(), source })
+}
+
+// === metrics ===
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP server serving `/metrics`, or `"disabled"`.
+    /// Port 0 picks a free port. Default `127.0.0.1:9465`.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9465".to_owned() }
+    }
+}
+
+impl MetricsConfig {
+    /// The address to listen on, `None` when disabled.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when `listen` is neither `disabled` nor an `ip:port`.
+    pub fn listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen == "disabled" {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|_| invalid("metrics.listen", format!("{:?} is not ip:port or \"disabled\"", self.listen)))
+    }
+}
+
+// === sources ===
+
+/// `[sources]`: arrays of tables, one entry per feed.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// `[[sources.ami]]`: Asterisk Manager Interface connections.
+    pub ami: Vec<AmiSourceConfig>,
+    /// `[[sources.queue_log]]`: queue_log files to tail.
+    pub queue_log: Vec<QueueLogSourceConfig>,
+}
+
+/// `[[sources.ami]]`: one AMI connection.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmiSourceConfig {
+    /// Source name: metric label and log field. Required, unique.
+    pub name: String,
+    /// `host:port` of the manager interface. Default `127.0.0.1:5038`.
+    pub address: String,
+    /// `manager.conf` user. Required.
+    pub username: String,
+    /// Its secret; exactly one of `secret` and `secret_file`.
+    pub secret: Option<Secret>,
+    /// File holding the secret.
+    pub secret_file: Option<PathBuf>,
+    /// Interval of `Action: Ping` keep-alives, ms; with no traffic for twice
+    /// this, the connection is considered dead and reopened. Default 20000.
+    pub ping_interval_ms: u64,
+    /// TCP connect and login timeout, ms. Default 5000.
+    pub connect_timeout_ms: u64,
+    /// First reconnect delay, ms (doubled per failure, jittered). Default 1000.
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, ms. Default 30000.
+    pub backoff_max_ms: u64,
+    /// Largest AMI message accepted, bytes; bigger ones are skipped and
+    /// counted as malformed. Default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Send `Action: QueueStatus` after each login, so the state of static
+    /// members arrives as `QueueMember` events. Default true.
+    pub queue_status_on_connect: bool,
+    /// Dialplan contexts that dial out to the PSTN. Default `["pstn", "outbound"]`.
+    pub outbound_contexts: Vec<String>,
+    /// Channel-name prefixes of trunks dialled directly. Default empty.
+    pub outbound_trunks: Vec<String>,
+    /// `UserEvent` names carrying a survey score. Default one, `SurveyResult`, CSAT 1-5.
+    pub survey_events: Vec<SurveyEventToml>,
+    /// `UserEvent` names carrying a disposition. Default `["Disposition"]`.
+    pub disposition_events: Vec<String>,
+    /// Most channels, calls and members tracked at once. Default 65536.
+    pub max_tracked: usize,
+}
+
+impl Default for AmiSourceConfig {
+    fn default() -> Self {
+        let mapper = AmiMapperConfig::default();
+        Self {
+            name: String::new(),
+            address: "127.0.0.1:5038".to_owned(),
+            username: String::new(),
+            secret: None,
+            secret_file: None,
+            ping_interval_ms: 20_000,
+            connect_timeout_ms: 5_000,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 30_000,
+            max_message_bytes: callkpi_feeds::ami::DEFAULT_MAX_MESSAGE_SIZE,
+            queue_status_on_connect: true,
+            outbound_contexts: mapper.outbound_contexts,
+            outbound_trunks: mapper.outbound_trunks,
+            survey_events: mapper.survey_events.into_iter().map(SurveyEventToml::from).collect(),
+            disposition_events: mapper.disposition_events,
+            max_tracked: mapper.max_tracked,
+        }
+    }
+}
+
+impl AmiSourceConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        check_name(&format!("{key}.name"), &self.name)?;
+        if self.address.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+            return Err(invalid(format!("{key}.address"), format!("{:?} is not host:port", self.address)));
+        }
+        if self.username.is_empty() {
+            return Err(invalid(format!("{key}.username"), "is required"));
+        }
+        if self.secret.is_some() == self.secret_file.is_some() {
+            return Err(invalid(format!("{key}.secret"), "give exactly one of secret and secret_file"));
+        }
+        self.secret(key)?;
+        check_positive(&format!("{key}.ping_interval_ms"), self.ping_interval_ms)?;
+        check_positive(&format!("{key}.connect_timeout_ms"), self.connect_timeout_ms)?;
+        check_positive(&format!("{key}.backoff_initial_ms"), self.backoff_initial_ms)?;
+        if self.backoff_max_ms < self.backoff_initial_ms {
+            return Err(invalid(format!("{key}.backoff_max_ms"), "must be at least backoff_initial_ms"));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(invalid(format!("{key}.max_message_bytes"), "must be at least 1024"));
+        }
+        check_positive(&format!("{key}.max_tracked"), self.max_tracked as u64)?;
+        for (i, s) in self.survey_events.iter().enumerate() {
+            if s.name.is_empty() || s.scale_min.partial_cmp(&s.scale_max) != Some(std::cmp::Ordering::Less) {
+                return Err(invalid(format!("{key}.survey_events[{i}]"), "needs a name and scale_min < scale_max"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The AMI secret, read from `secret_file` when given.
+    ///
+    /// # Errors
+    /// [`ConfigError::SecretFile`] when the file cannot be read.
+    pub fn secret(&self, key: &str) -> Result<Secret, ConfigError> {
+        match (&self.secret, &self.secret_file) {
+            (Some(secret), _) => Ok(secret.clone()),
+            (None, Some(path)) => read_secret_file(&format!("{key}.secret_file"), path),
+            (None, None) => Err(invalid(format!("{key}.secret"), "is required")),
+        }
+    }
+
+    /// The mapper settings of this source.
+    pub fn mapper_config(&self) -> AmiMapperConfig {
+        AmiMapperConfig {
+            outbound_contexts: self.outbound_contexts.clone(),
+            outbound_trunks: self.outbound_trunks.clone(),
+            survey_events: self.survey_events.iter().cloned().map(SurveyEventConfig::from).collect(),
+            disposition_events: self.disposition_events.clone(),
+            max_tracked: self.max_tracked,
+        }
+    }
+}
+
+/// `[[sources.ami.survey_events]]`: a survey `UserEvent` and its scale.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SurveyEventToml {
+    /// The `UserEvent:` header value.
+    pub name: String,
+    /// `csat`, `nps` or `ces`. Default `csat`.
+    #[serde(default = "default_metric")]
+    pub metric: SurveyMetric,
+    /// Lowest valid score. Default 1.
+    #[serde(default = "default_scale_min")]
+    pub scale_min: f64,
+    /// Highest valid score. Default 5.
+    #[serde(default = "default_scale_max")]
+    pub scale_max: f64,
+}
+
+fn default_metric() -> SurveyMetric {
+    SurveyMetric::Csat
+}
+fn default_scale_min() -> f64 {
+    1.0
+}
+fn default_scale_max() -> f64 {
+    5.0
+}
+
+impl From<SurveyEventConfig> for SurveyEventToml {
+    fn from(c: SurveyEventConfig) -> Self {
+        Self { name: c.name, metric: c.metric, scale_min: c.scale_min, scale_max: c.scale_max }
+    }
+}
+
+impl From<SurveyEventToml> for SurveyEventConfig {
+    fn from(c: SurveyEventToml) -> Self {
+        Self { name: c.name, metric: c.metric, scale_min: c.scale_min, scale_max: c.scale_max }
+    }
+}
+
+/// Input form of a queue_log file, as written in the config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueLogForm {
+    /// Detect from the first line (default).
+    #[default]
+    Auto,
+    /// `epoch|callid|queue|agent|verb|data...` lines.
+    File,
+    /// DB-export CSV with a header line.
+    Csv,
+}
+
+/// `[[sources.queue_log]]`: one queue_log file to tail.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueLogSourceConfig {
+    /// Source name: metric label, log field and checkpoint key. Required, unique.
+    pub name: String,
+    /// The file. Default `/var/log/asterisk/queue_log`.
+    pub path: PathBuf,
+    /// How often the file is checked for new bytes, rotation and truncation, ms. Default 200.
+    pub poll_interval_ms: u64,
+    /// IANA zone of CSV datetimes written without offset. Default `UTC`.
+    pub time_zone: String,
+    /// `auto`, `file` or `csv`. Default `auto`.
+    pub form: QueueLogForm,
+    /// Most bytes read and spooled in one step. Default 256 KiB.
+    pub read_chunk_bytes: usize,
+}
+
+impl Default for QueueLogSourceConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            path: PathBuf::from("/var/log/asterisk/queue_log"),
+            poll_interval_ms: 200,
+            time_zone: "UTC".to_owned(),
+            form: QueueLogForm::Auto,
+            read_chunk_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl QueueLogSourceConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        check_name(&format!("{key}.name"), &self.name)?;
+        if self.path.as_os_str().is_empty() {
+            return Err(invalid(format!("{key}.path"), "is required"));
+        }
+        check_positive(&format!("{key}.poll_interval_ms"), self.poll_interval_ms)?;
+        if self.read_chunk_bytes < 4096 {
+            return Err(invalid(format!("{key}.read_chunk_bytes"), "must be at least 4096"));
+        }
+        self.mapper_config(key)?;
+        Ok(())
+    }
+
+    /// The mapper settings of this source.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when `time_zone` is not a known IANA zone.
+    pub fn mapper_config(&self, key: &str) -> Result<QueueLogConfig, ConfigError> {
+        let time_zone = jiff::tz::TimeZone::get(&self.time_zone)
+            .map_err(|e| invalid(format!("{key}.time_zone"), format!("{:?}: {e}", self.time_zone)))?;
+        let form = match self.form {
+            QueueLogForm::Auto => None,
+            QueueLogForm::File => Some(InputForm::File),
+            QueueLogForm::Csv => Some(InputForm::Csv),
+        };
+        Ok(QueueLogConfig { time_zone, form })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+agent_id = "paris-pbx1"
+site = "paris"
+"#;
+
+    #[test]
+    fn minimal_config_takes_every_default() {
+        let config = Config::from_toml(MINIMAL).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.uplink, UplinkConfig::default());
+        assert_eq!(config.metrics, MetricsConfig::default());
+        assert_eq!(config.sources, SourcesConfig::default());
+        let spool = SpoolConfig::default();
+        assert_eq!(config.spool.path, spool.path);
+        assert_eq!(config.spool.max_bytes, spool.max_bytes);
+        assert_eq!(config.uplink.url, "http://127.0.0.1:7443");
+        assert_eq!(config.uplink.batch_max_events, 1000);
+        assert_eq!(config.uplink.batch_max_bytes, 1 << 20);
+        assert_eq!(config.metrics.listen_addr().expect("valid"), Some("127.0.0.1:9465".parse().expect("addr")));
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_documents_the_defaults() {
+        // deploy/agent.toml spells out every key with its default value,
+        // except the required ones and the example sources.
+        let text = include_str!("../../../deploy/agent.toml");
+        let config = Config::from_toml(text).expect("deploy/agent.toml parses");
+        assert_eq!(config.uplink, UplinkConfig::default());
+        assert_eq!(config.metrics, MetricsConfig::default());
+        let spool = SpoolConfig::default();
+        assert_eq!(config.spool.path, spool.path);
+        assert_eq!(config.spool.cache_bytes, spool.cache_bytes);
+        assert_eq!(config.spool.max_bytes, spool.max_bytes);
+        assert_eq!(config.spool.reserve_bytes, spool.reserve_bytes);
+        assert_eq!(config.spool.flush_interval, spool.flush_interval);
+        assert_eq!(config.spool.flush_events, spool.flush_events);
+        let ami = &config.sources.ami[0];
+        assert_eq!(AmiSourceConfig { name: String::new(), username: String::new(), secret: None, ..ami.clone() }, {
+            AmiSourceConfig::default()
+        });
+        let ql = &config.sources.queue_log[0];
+        assert_eq!(QueueLogSourceConfig { name: String::new(), ..ql.clone() }, QueueLogSourceConfig::default());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("ami.secret");
+        std::fs::write(&secret, "s3cret\n").expect("write");
+        let text = format!(
+            r#"
+agent_id = "lyon-1"
+site = "lyon"
+[uplink]
+url = "http://10.0.0.1:7443"
+token = "abc"
+batch_max_events = 200
+backoff_initial_ms = 100
+backoff_max_ms = 1000
+[metrics]
+listen = "disabled"
+[[sources.ami]]
+name = "ami"
+address = "pbx.local:5038"
+username = "callkpi"
+secret_file = "{}"
+outbound_contexts = ["from-internal-out"]
+[[sources.ami.survey_events]]
+name = "Nps"
+metric = "nps"
+scale_min = 0
+scale_max = 10
+[[sources.queue_log]]
+name = "ql"
+path = "/tmp/queue_log"
+time_zone = "Europe/Paris"
+form = "csv"
+"#,
+            secret.display()
+        );
+        let config = Config::from_toml(&text).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.uplink.token.as_ref().map(Secret::expose), Some("abc"));
+        assert_eq!(config.metrics.listen_addr().expect("valid"), None);
+        let ami = &config.sources.ami[0];
+        assert_eq!(ami.secret("k").expect("readable").expose(), "s3cret");
+        assert_eq!(ami.mapper_config().survey_events[0].metric, SurveyMetric::Nps);
+        assert_eq!(ami.ping_interval_ms, 20_000);
+        let ql = config.sources.queue_log[0].mapper_config("k").expect("zone");
+        assert_eq!(ql.form, Some(InputForm::Csv));
+        assert!(!format!("{config:?}").contains("abc"), "secrets are redacted in Debug");
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("site = \"x\"", "agent_id"),
+            ("agent_id = \"a b\"\nsite = \"x\"", "agent_id"),
+            ("agent_id = \"a\"\nsite = \"x\"\nbogus = 1", "unknown field"),
+            ("agent_id = \"a\"\nsite = \"x\"\n[uplink]\nurl = \"ftp://x\"", "uplink.url"),
+            ("agent_id = \"a\"\nsite = \"x\"\n[uplink]\nurl = \"https://x:1\"", "uplink.tls"),
+            ("agent_id = \"a\"\nsite = \"x\"\n[uplink]\nbatch_max_event = 3", "unknown field"),
+            ("agent_id = \"a\"\nsite = \"x\"\n[metrics]\nlisten = \"nowhere\"", "metrics.listen"),
+            (
+                "agent_id = \"a\"\nsite = \"x\"\n[[sources.ami]]\nname = \"a\"\nusername = \"u\"",
+                "sources.ami[0].secret",
+            ),
+            (
+                "agent_id = \"a\"\nsite = \"x\"\n[[sources.queue_log]]\nname = \"q\"\ntime_zone = \"Mars/Base\"",
+                "sources.queue_log[0].time_zone",
+            ),
+            (
+                "agent_id = \"a\"\nsite = \"x\"\n[[sources.queue_log]]\nname = \"q\"\n[[sources.queue_log]]\nname = \"q\"",
+                "duplicate",
+            ),
+            ("agent_id = \"a\"\nsite = \"x\"\n[uplink]\ntoken = \"t\"\ntoken_file = \"/nonexistent\"", "uplink.token"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_toml(text).and_then(|c| c.validate()).expect_err(text);
+            assert!(err.to_string().contains(needle), "{text:?}: {err} lacks {needle:?}");
+        }
+    }
+}

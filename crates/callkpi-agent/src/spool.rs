@@ -1,0 +1,994 @@
+//! The durable spool: every event the agent captures waits here, in sled,
+//! until the aggregator has acknowledged it.
+//!
+//! Sources hand events to the spool (directly with [`Spool::append`], or
+//! through the group-commit writer of [`spawn_writer`]); the spool gives each
+//! one its sequence number, encodes it once as a [`pb::Event`] and keeps those
+//! bytes until [`Spool::ack`]. The uplink reads them back with
+//! [`Spool::read_range`] (or [`Spool::read_batch`]) and re-sends exactly the
+//! same bytes after every reconnect.
+//!
+//! # sled key layout
+//!
+//! One sled tree (the default one), so that one [`sled::Batch`] is atomic over
+//! everything a commit touches. Keys start with a one-byte tag:
+//!
+//! | key | value |
+//! |---|---|
+//! | `b'e'` + seq (u64 big-endian, 9 bytes in all) | the event's `pb::Event` protobuf encoding, `agent_id`, `seq` and `site` set |
+//! | `b"m:next_seq"` | u64 big-endian: the next seq to assign (highest ever assigned + 1) |
+//! | `b"m:acked_seq"` | u64 big-endian: highest seq acknowledged by the aggregator |
+//! | `b"m:agent_id"` | UTF-8: the agent identity the stored events carry |
+//! | `b'c'` + name | a source checkpoint (opaque bytes, e.g. a queue_log offset) |
+//!
+//! Big-endian seqs make sled's key order the seq order, so the oldest event
+//! is the first `e` key and a read is a range scan.
+//!
+//! # Sequence numbers
+//!
+//! Strictly increasing and never reused, even after everything was acked and
+//! the spool reopened: `m:next_seq` is written in the same batch as the
+//! events that consumed the seqs. A request refused with
+//! [`AppendOutcome::Full`] consumes no seq. Seqs of events dropped under the
+//! byte cap are consumed and never stored: the uplink's batch ranges cover
+//! them without an event, which the wire contract defines as "declared lost".
+//! An [`ack`](Spool::ack) above the highest seq ever assigned (the aggregator
+//! holds more than this spool: it was lost or quarantined) raises
+//! `m:next_seq` above it, so numbering continues past what the aggregator
+//! already holds.
+//!
+//! # Commits and durability
+//!
+//! A commit encodes the events of one or more requests, then writes events,
+//! `m:next_seq` and every request's checkpoint in **one** `sled::Batch`, then
+//! calls [`Durable::sync`] (sled flush plus a real `fdatasync`). Only then is
+//! the outcome returned ([`AppendOutcome::Stored`]) and the new last seq
+//! published to readers ([`Spool::notify`]). Because a checkpoint is in the
+//! batch of the events it covers, a crash either keeps both or neither: a
+//! replaying source restarts from its checkpoint without loss, and a
+//! duplicate is impossible because the events were not kept either.
+//! Readers never see an event before it is durable, so the aggregator never
+//! acks a seq the agent could forget (and reuse) after a power cut.
+//!
+//! The group-commit writer ([`spawn_writer`]) gathers requests for at most
+//! `flush_interval` or `flush_events` events, commits them as one batch and
+//! one sync, then answers each request: one fsync for many sources.
+//!
+//! # The ack protocol
+//!
+//! The uplink reads from the aggregator's `Welcome.resume_after_seq` S:
+//! [`Spool::read_range`]`(S, ..)` gives the range `S+1..=L` to send as one
+//! `Batch` and the events it still holds in it (a gap is a dropped or
+//! corrupt event: declared lost). The aggregator answers `Ack{up_to_seq}`,
+//! cumulative; [`Spool::ack`] deletes every event up to it, persists
+//! `m:acked_seq` in the same batch and syncs. `ack` never goes backwards (a
+//! lower or equal value is a no-op returning 0) and nothing is deleted that
+//! was not acked, except by the byte cap below. A lost ack only means events
+//! are sent again, byte-identical, and the aggregator drops the duplicates.
+//!
+//! # Byte cap
+//!
+//! The spool counts *logical* bytes: per event, its 9-byte key plus its
+//! encoding. Events may use `max_bytes - reserve_bytes`; the reserve is
+//! headroom that is never filled by events, so that meta writes, checkpoints
+//! and the deletes of an ack (sled writes tombstones) still fit when the
+//! spool is full. sled's files are larger than the logical bytes (log
+//! segments, page overhead, space not yet reclaimed): size the filesystem for
+//! about three times `max_bytes`.
+//!
+//! When a request does not fit:
+//! - a request whose inputs are all `replayable` (the source can read them
+//!   again, e.g. a queue_log file from its checkpoint) is refused with
+//!   [`AppendOutcome::Full`]: nothing stored, no seq used, checkpoint not
+//!   advanced. The source pauses and retries; `full_refusals_total` counts
+//!   refusals and `SpoolFull` is logged at WARN once per episode. A
+//!   replayable request bigger than the whole cap is admitted when the spool
+//!   is empty (so a source never stalls for good); the spool then exceeds
+//!   the cap by that one request.
+//! - a request with any non-replayable input (a socket: the PBX will not say
+//!   it again) is stored, and the spool drops its **oldest** unacked events
+//!   until it fits (if the request alone exceeds the cap, its own oldest
+//!   events go too). `dropped_total` counts them and `EventsDropped` is
+//!   logged at ERROR once per episode.
+//!
+//! An episode ends when acks bring the spool under 90 % of the cap.
+//! A request is the unit of policy: a source sends requests of one kind, and
+//! a mixed request is treated as non-replayable (storing is never wrong).
+//!
+//! # Exactly when data can be lost
+//!
+//! 1. **Power cut before a group commit is synced.** Events a source
+//!    accepted (read from a socket) but whose commit has not returned
+//!    `Stored` are in memory only. A non-replayable source loses them (at
+//!    most `flush_interval` plus one sync of events, plus whatever the
+//!    source had buffered); a replayable source re-reads them from its
+//!    checkpoint. A process crash (kill, panic) loses the same window, no
+//!    more.
+//! 2. **Byte cap reached with non-replayable input** (aggregator unreachable
+//!    for long): oldest events are dropped, counted, logged, and declared
+//!    lost to the aggregator by the gap they leave.
+//! 3. **A corrupt store.** If sled cannot open the directory, [`Durable`]
+//!    moves it aside to `<path>.quarantine-<secs>` and the spool starts
+//!    empty (see [`SpoolStats::quarantined`]); the events in it are not
+//!    delivered. The new spool numbers from 1, so until the uplink's first
+//!    `Welcome` raises numbering (through [`Spool::ack`]) seqs may repeat
+//!    ones the aggregator holds, and it would drop those events as
+//!    duplicates: an operator should look at every quarantine. sled's own
+//!    recovery of a torn log tail keeps a prefix of the commits: whole
+//!    batches only, so events and checkpoints stay consistent.
+//! 4. **An entry that no longer decodes** is skipped on read, counted in
+//!    `decode_errors_total` and logged; its seq is then declared lost.
+//! 5. A failed `fdatasync` returns an error to the requests of that commit;
+//!    their events may nevertheless have reached the disk, so a retry can
+//!    duplicate them under new seqs. The agent should treat it as fatal.
+//!
+//! Everything `Stored` before a power cut, and not yet acked, is delivered.
+//!
+//! # Blocking
+//!
+//! Every [`Spool`] method does disk I/O and may wait for an fsync: call them
+//! from `spawn_blocking` (or a dedicated thread) in async code. The writer
+//! of [`spawn_writer`] does so itself.
+
+mod writer;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use callkpi_core::event::{EventId, SourceKind};
+use callkpi_durable::{DEFAULT_CACHE_BYTES, Durable, DurableError};
+use callkpi_feeds::{CaptureTime, FeedEvent};
+use callkpi_proto::pb;
+use prost::Message as _;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+pub use writer::{SpoolHandle, spawn_writer};
+
+/// Tag of event keys.
+const EVENT_TAG: u8 = b'e';
+/// Tag of checkpoint keys.
+const CHECKPOINT_TAG: u8 = b'c';
+/// Length of an event key: tag + big-endian seq.
+const EVENT_KEY_LEN: usize = 9;
+/// Next seq to assign.
+const META_NEXT_SEQ: &[u8] = b"m:next_seq";
+/// Highest acked seq.
+const META_ACKED_SEQ: &[u8] = b"m:acked_seq";
+/// Agent identity of the stored events.
+const META_AGENT_ID: &[u8] = b"m:agent_id";
+
+/// Spool settings (the `[spool]` table of the agent's configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// sled directory. A corrupt one is moved aside to
+    /// `<path>.quarantine-<unix seconds>`, so its parent must be writable.
+    pub path: PathBuf,
+    /// sled page cache; small, because appliances have little RAM.
+    pub cache_bytes: u64,
+    /// Byte cap of the spooled events (logical bytes: key + encoding per
+    /// event); sled's files take more, see the module docs.
+    pub max_bytes: u64,
+    /// Part of `max_bytes` events never use, kept for acks, meta writes and
+    /// checkpoints when the spool is full.
+    pub reserve_bytes: u64,
+    /// Longest time the writer gathers requests before one commit; the
+    /// window of accepted-but-not-durable events (`flush_interval_ms` in TOML).
+    #[serde(rename = "flush_interval_ms", with = "duration_ms")]
+    pub flush_interval: Duration,
+    /// Events after which the writer commits without waiting longer.
+    pub flush_events: usize,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("/var/lib/callkpi-agent/spool"),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            max_bytes: 256 * 1024 * 1024,
+            reserve_bytes: 1024 * 1024,
+            flush_interval: Duration::from_millis(5),
+            flush_events: 512,
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// Checks the settings that would make the spool unusable.
+    ///
+    /// # Errors
+    /// [`SpoolError::InvalidConfig`] naming the problem.
+    pub fn validate(&self) -> Result<(), SpoolError> {
+        if self.reserve_bytes >= self.max_bytes {
+            return Err(SpoolError::InvalidConfig { reason: "reserve_bytes must be below max_bytes" });
+        }
+        if self.flush_events == 0 {
+            return Err(SpoolError::InvalidConfig { reason: "flush_events must be at least 1" });
+        }
+        if self.path.as_os_str().is_empty() {
+            return Err(SpoolError::InvalidConfig { reason: "path must not be empty" });
+        }
+        Ok(())
+    }
+
+    /// Bytes events may use: `max_bytes - reserve_bytes`.
+    pub fn event_bytes_limit(&self) -> u64 {
+        self.max_bytes.saturating_sub(self.reserve_bytes)
+    }
+}
+
+/// Durations as whole milliseconds in configuration files.
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Errors of the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// Opening or syncing the store failed.
+    #[error(transparent)]
+    Durable(#[from] DurableError),
+    /// A sled operation failed.
+    #[error("spool {what}: {source}")]
+    Sled {
+        /// What was being done.
+        what: &'static str,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
+    /// The configuration cannot work.
+    #[error("invalid spool configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The spool holds unacked events of another agent identity; sending
+    /// them under this one would be refused by the aggregator.
+    #[error("spool holds {depth} unacked events of agent {stored:?}, configured agent is {configured:?}")]
+    ForeignAgent {
+        /// Identity in the spool.
+        stored: String,
+        /// Identity configured now.
+        configured: String,
+        /// Unacked events held.
+        depth: u64,
+    },
+    /// The group-commit writer has stopped (shutdown), the request was not stored.
+    #[error("spool writer has stopped")]
+    WriterClosed,
+    /// The group-commit writer panicked while committing; the outcome is unknown.
+    #[error("spool writer panicked during a commit")]
+    WriterPanicked,
+    /// A group commit failed; every request of the group gets this error.
+    #[error("group commit failed: {0}")]
+    GroupCommit(#[source] Arc<SpoolError>),
+}
+
+impl SpoolError {
+    fn sled(what: &'static str) -> impl FnOnce(sled::Error) -> SpoolError {
+        move |source| SpoolError::Sled { what, source }
+    }
+}
+
+/// One event handed to the spool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpoolInput {
+    /// Feed that produced it.
+    pub source: SourceKind,
+    /// Whether the source can produce it again after a restart (from a
+    /// checkpoint); decides the policy when the spool is full.
+    pub replayable: bool,
+    /// The event, before it has an identity.
+    pub event: FeedEvent,
+    /// When the agent read it.
+    pub captured: CaptureTime,
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Durable. The events got `first_seq..=last_seq`, in input order; an
+    /// empty request (checkpoint only) gets an empty range, `first_seq =
+    /// last_seq + 1`. Some of the range may already have been dropped by the
+    /// cap when the request itself exceeded it.
+    Stored {
+        /// Seq of the first input.
+        first_seq: u64,
+        /// Seq of the last input.
+        last_seq: u64,
+    },
+    /// The spool is full and every input was replayable: nothing stored, no
+    /// seq used, checkpoint not advanced. Pause the source and retry.
+    Full,
+}
+
+/// A snapshot of the spool's state, for metrics, heartbeats and `callkpi` status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpoolStats {
+    /// Unacked events held.
+    pub depth: u64,
+    /// Logical bytes they take (key + encoding each).
+    pub bytes: u64,
+    /// Cap of `bytes`, reserve included.
+    pub max_bytes: u64,
+    /// Lowest seq held, 0 when empty.
+    pub first_seq: u64,
+    /// Highest seq ever assigned and durable, 0 when none.
+    pub last_seq: u64,
+    /// Highest seq acknowledged by the aggregator.
+    pub acked_seq: u64,
+    /// `captured_at_ns` of the event at `first_seq`, 0 when empty: how far
+    /// behind the uplink is.
+    pub oldest_captured_at_ns: i64,
+    /// Events dropped under the cap since the spool was opened.
+    pub dropped_total: u64,
+    /// Requests refused with [`AppendOutcome::Full`] since the spool was opened.
+    pub full_refusals_total: u64,
+    /// Stored entries skipped on read because they did not decode.
+    pub decode_errors_total: u64,
+    /// Where a corrupt previous spool was moved when this one was opened.
+    pub quarantined: Option<PathBuf>,
+}
+
+/// What [`Spool::open`] found.
+#[derive(Debug)]
+pub struct SpoolOpened {
+    /// The spool.
+    pub spool: Spool,
+    /// Where a corrupt previous spool was moved, if it was.
+    pub quarantined: Option<PathBuf>,
+}
+
+/// A range of seqs to send as one `Batch`, and the events the spool still
+/// holds in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRange {
+    /// First seq of the range (`after_seq + 1`).
+    pub first_seq: u64,
+    /// Last seq of the range.
+    pub last_seq: u64,
+    /// `(seq, encoded pb::Event)` in seq order; a seq of the range missing
+    /// here was dropped by the cap or is corrupt: declared lost.
+    pub events: Vec<(u64, Vec<u8>)>,
+}
+
+/// The durable spool; cheap to clone (shared state).
+#[derive(Debug, Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Durable,
+    agent_id: String,
+    site: String,
+    /// Bytes events may use.
+    limit: u64,
+    max_bytes: u64,
+    quarantined: Option<PathBuf>,
+    /// Serialises commits and acks (seq assignment and byte accounting).
+    state: Mutex<WriteState>,
+    /// Highest seq durable and visible to readers.
+    last_seq: AtomicU64,
+    acked_seq: AtomicU64,
+    depth: AtomicU64,
+    bytes: AtomicU64,
+    dropped_total: AtomicU64,
+    full_refusals_total: AtomicU64,
+    decode_errors_total: AtomicU64,
+    notify: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct WriteState {
+    next_seq: u64,
+    acked_seq: u64,
+    depth: u64,
+    bytes: u64,
+    /// In a drop episode (logged once).
+    dropping: bool,
+    episode_dropped: u64,
+    /// In a refusal episode (logged once).
+    refusing: bool,
+    episode_refused: u64,
+}
+
+/// One source's request: its events and the checkpoint `(name, value)`
+/// they advance, committed together.
+pub type AppendRequest = (Vec<SpoolInput>, Option<(String, Vec<u8>)>);
+
+fn event_key(seq: u64) -> [u8; EVENT_KEY_LEN] {
+    let mut k = [0u8; EVENT_KEY_LEN];
+    k[0] = EVENT_TAG;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn parse_event_key(key: &[u8]) -> Option<u64> {
+    match key {
+        [EVENT_TAG, rest @ ..] => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+fn checkpoint_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(CHECKPOINT_TAG);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn read_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+/// Logical bytes of one stored event.
+pub fn entry_cost(encoded_len: usize) -> u64 {
+    (EVENT_KEY_LEN + encoded_len) as u64
+}
+
+// === impl Spool ===
+
+impl Spool {
+    /// Opens (or creates) the spool at `cfg.path` for `agent_id` at `site`.
+    ///
+    /// A corrupt store is quarantined and an empty one started (see
+    /// [`SpoolOpened::quarantined`]). Opening scans the stored events once to
+    /// count them (about a second per million on a small ARM board).
+    ///
+    /// # Errors
+    /// An invalid configuration, a store that cannot be opened even empty,
+    /// or [`SpoolError::ForeignAgent`] when unacked events of another agent
+    /// identity are held.
+    pub fn open(cfg: &SpoolConfig, agent_id: &str, site: &str) -> Result<SpoolOpened, SpoolError> {
+        cfg.validate()?;
+        let opened = Durable::open(&cfg.path, cfg.cache_bytes)?;
+        let store = opened.store;
+        let tree: &sled::Tree = store.db();
+        let meta = |k: &[u8]| -> Result<Option<u64>, SpoolError> {
+            Ok(tree.get(k).map_err(SpoolError::sled("reading meta"))?.as_deref().and_then(read_u64))
+        };
+        let mut next_seq = meta(META_NEXT_SEQ)?.unwrap_or(1).max(1);
+        let acked_seq = meta(META_ACKED_SEQ)?.unwrap_or(0);
+
+        // Count what is held; drop anything at or below the ack (a batch
+        // never leaves such entries, but a hand-edited store might).
+        let (mut depth, mut bytes, mut max_seq) = (0u64, 0u64, 0u64);
+        let mut stale = sled::Batch::default();
+        let mut stale_count = 0u64;
+        for item in tree.range(event_key(0)..=event_key(u64::MAX)) {
+            let (k, v) = item.map_err(SpoolError::sled("scanning events"))?;
+            match parse_event_key(&k) {
+                Some(seq) if seq > acked_seq => {
+                    depth += 1;
+                    bytes += entry_cost(v.len());
+                    max_seq = max_seq.max(seq);
+                }
+                _ => {
+                    stale.remove(k);
+                    stale_count += 1;
+                }
+            }
+        }
+        next_seq = next_seq.max(max_seq.saturating_add(1)).max(acked_seq.saturating_add(1));
+
+        let stored_agent = tree.get(META_AGENT_ID).map_err(SpoolError::sled("reading meta"))?;
+        let stored_agent = stored_agent.as_deref().map(|v| String::from_utf8_lossy(v).into_owned());
+        match stored_agent {
+            Some(stored) if stored != agent_id && depth > 0 => {
+                return Err(SpoolError::ForeignAgent { stored, configured: agent_id.to_owned(), depth });
+            }
+            Some(stored) if stored == agent_id => {}
+            previous => {
+                if let Some(previous) = previous {
+                    tracing::info!(previous, agent_id, "Empty spool adopted by a new agent identity.");
+                }
+                stale.insert(META_AGENT_ID, agent_id.as_bytes());
+            }
+        }
+        stale.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
+        tree.apply_batch(stale).map_err(SpoolError::sled("writing meta"))?;
+        store.sync()?;
+        if stale_count > 0 {
+            tracing::warn!(stale_count, acked_seq, "Removed stored entries at or below the acked seq.");
+        }
+
+        let last_seq = next_seq - 1;
+        tracing::info!(
+            path = %cfg.path.display(),
+            depth,
+            bytes,
+            last_seq,
+            acked_seq,
+            quarantined = opened.quarantined.as_ref().map(|p| p.display().to_string()),
+            "Spool opened."
+        );
+        let (notify, _) = watch::channel(last_seq);
+        let inner = Inner {
+            store,
+            agent_id: agent_id.to_owned(),
+            site: site.to_owned(),
+            limit: cfg.event_bytes_limit(),
+            max_bytes: cfg.max_bytes,
+            quarantined: opened.quarantined.clone(),
+            state: Mutex::new(WriteState {
+                next_seq,
+                acked_seq,
+                depth,
+                bytes,
+                dropping: false,
+                episode_dropped: 0,
+                refusing: false,
+                episode_refused: 0,
+            }),
+            last_seq: AtomicU64::new(last_seq),
+            acked_seq: AtomicU64::new(acked_seq),
+            depth: AtomicU64::new(depth),
+            bytes: AtomicU64::new(bytes),
+            dropped_total: AtomicU64::new(0),
+            full_refusals_total: AtomicU64::new(0),
+            decode_errors_total: AtomicU64::new(0),
+            notify,
+        };
+        Ok(SpoolOpened { spool: Spool { inner: Arc::new(inner) }, quarantined: opened.quarantined })
+    }
+
+    /// Stores `inputs` (one source's request) and `checkpoint` durably, as
+    /// one commit with one sync.
+    ///
+    /// Seqs are assigned in input order; the events are encoded as
+    /// `pb::Event` with this spool's `agent_id` and `site`. The checkpoint
+    /// (`(name, value)`) is written in the same sled batch, so it is durable
+    /// exactly when the events are. See the module docs for the byte cap.
+    ///
+    /// # Errors
+    /// sled or fsync failures; nothing returned `Stored` then.
+    pub fn append(
+        &self,
+        inputs: Vec<SpoolInput>,
+        checkpoint: Option<(&str, &[u8])>,
+    ) -> Result<AppendOutcome, SpoolError> {
+        let request = (inputs, checkpoint.map(|(k, v)| (k.to_owned(), v.to_vec())));
+        let mut outcomes = self.commit(vec![request])?;
+        Ok(outcomes.pop().unwrap_or(AppendOutcome::Full))
+    }
+
+    /// Commits several requests as one sled batch and one sync; one outcome
+    /// per request, in order. The group-commit writer's primitive.
+    ///
+    /// # Errors
+    /// sled or fsync failures, for the whole group.
+    pub fn append_group(&self, requests: Vec<AppendRequest>) -> Result<Vec<AppendOutcome>, SpoolError> {
+        self.commit(requests)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WriteState> {
+        // The state is only changed after sled accepted a batch, so it is
+        // consistent even if a holder panicked.
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn encode(&self, seq: u64, input: SpoolInput) -> Vec<u8> {
+        let id = EventId { agent_id: self.inner.agent_id.clone(), seq };
+        let event = input.event.into_event(id, &self.inner.site, input.source, input.captured);
+        pb::Event::from(event).encode_to_vec()
+    }
+
+    fn commit(&self, requests: Vec<AppendRequest>) -> Result<Vec<AppendOutcome>, SpoolError> {
+        let inner = &*self.inner;
+        let tree: &sled::Tree = inner.store.db();
+        let mut st = self.lock();
+        let mut group = Group {
+            tree,
+            batch: sled::Batch::default(),
+            pending: VecDeque::new(),
+            disk_cursor: Some(0),
+            dropped: 0,
+            first_dropped: None,
+        };
+        let mut next_seq = st.next_seq;
+        let mut bytes = st.bytes;
+        let mut depth = st.depth;
+        let mut refused = 0u64;
+        let mut stored = 0u64;
+        let mut outcomes = Vec::with_capacity(requests.len());
+
+        for (inputs, checkpoint) in requests {
+            let replayable = !inputs.is_empty() && inputs.iter().all(|i| i.replayable);
+            let first_seq = next_seq;
+            let encoded: Vec<Vec<u8>> =
+                inputs.into_iter().zip(first_seq..).map(|(input, seq)| self.encode(seq, input)).collect();
+            let costs: Vec<u64> = encoded.iter().map(|e| entry_cost(e.len())).collect();
+            let total: u64 = costs.iter().sum();
+
+            // The request's own events kept: all, unless it alone exceeds the cap.
+            let mut keep_from = 0;
+            if total > 0 && bytes + total > inner.limit {
+                // A replayable request larger than the whole cap could never
+                // fit and would stall its source forever: it is admitted into
+                // an empty spool, which then exceeds the cap by that request.
+                if replayable {
+                    if bytes > 0 {
+                        refused += 1;
+                        outcomes.push(AppendOutcome::Full);
+                        continue;
+                    }
+                } else {
+                    let mut own = total;
+                    while own > inner.limit {
+                        own -= costs[keep_from];
+                        keep_from += 1;
+                    }
+                    if keep_from > 0 {
+                        group.first_dropped.get_or_insert(first_seq);
+                        group.dropped += keep_from as u64;
+                    }
+                    if bytes + own > inner.limit {
+                        let (freed_bytes, freed_events) = group.free(bytes + own - inner.limit)?;
+                        bytes -= freed_bytes;
+                        depth -= freed_events;
+                    }
+                }
+            }
+
+            let n = encoded.len() as u64;
+            for (seq, (value, cost)) in (first_seq..).zip(encoded.into_iter().zip(costs)).skip(keep_from) {
+                group.batch.insert(&event_key(seq), value);
+                group.pending.push_back((seq, cost));
+                bytes += cost;
+                depth += 1;
+            }
+            stored += n - keep_from as u64;
+            next_seq = first_seq + n;
+            if let Some((name, value)) = checkpoint {
+                group.batch.insert(checkpoint_key(&name), value);
+            }
+            outcomes.push(AppendOutcome::Stored { first_seq, last_seq: next_seq - 1 });
+        }
+
+        let dropped = group.dropped;
+        let first_dropped = group.first_dropped;
+        let mut batch = group.batch;
+        if next_seq != st.next_seq {
+            batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
+        }
+        tree.apply_batch(batch).map_err(SpoolError::sled("applying a commit"))?;
+        // sled holds the batch now: keep the accounting in step with it even
+        // if the sync fails (seqs are consumed either way).
+        st.next_seq = next_seq;
+        st.bytes = bytes;
+        st.depth = depth;
+        inner.bytes.store(bytes, Ordering::Relaxed);
+        inner.depth.store(depth, Ordering::Relaxed);
+        if refused > 0 {
+            inner.full_refusals_total.fetch_add(refused, Ordering::Relaxed);
+            st.episode_refused += refused;
+            if !st.refusing {
+                st.refusing = true;
+                tracing::warn!(
+                    name: "SpoolFull",
+                    bytes,
+                    max_bytes = inner.max_bytes,
+                    refused,
+                    "Spool full; replayable sources pause until the aggregator acks."
+                );
+            }
+        }
+        if dropped > 0 {
+            inner.dropped_total.fetch_add(dropped, Ordering::Relaxed);
+            st.episode_dropped += dropped;
+            if !st.dropping {
+                st.dropping = true;
+                tracing::error!(
+                    name: "EventsDropped",
+                    dropped,
+                    first_dropped_seq = first_dropped.unwrap_or(0),
+                    bytes,
+                    max_bytes = inner.max_bytes,
+                    "Spool full; dropping the oldest unacked events."
+                );
+            }
+        }
+
+        inner.store.sync()?;
+        let last_seq = next_seq - 1;
+        inner.last_seq.store(last_seq, Ordering::Release);
+        inner.notify.send_replace(last_seq);
+        tracing::debug!(
+            name: "SpoolGroupCommitted",
+            requests = outcomes.len(),
+            stored,
+            refused,
+            dropped,
+            last_seq,
+            depth,
+            bytes,
+            "Spool group committed."
+        );
+        Ok(outcomes)
+    }
+
+    /// The value of checkpoint `name`, as last committed.
+    ///
+    /// # Errors
+    /// sled failures.
+    pub fn checkpoint(&self, name: &str) -> Result<Option<Vec<u8>>, SpoolError> {
+        let tree: &sled::Tree = self.inner.store.db();
+        Ok(tree.get(checkpoint_key(name)).map_err(SpoolError::sled("reading a checkpoint"))?.map(|v| v.to_vec()))
+    }
+
+    /// Up to `max_events` stored events with seq above `after_seq`, in seq
+    /// order, as `(seq, encoded pb::Event)`, stopping before `max_bytes` of
+    /// encodings would be exceeded (at least one event is returned when any
+    /// is available and `max_events > 0`, even if it alone is larger).
+    ///
+    /// Only durable events are returned. Entries that do not decode are
+    /// skipped and counted (`decode_errors_total`).
+    ///
+    /// # Errors
+    /// sled failures.
+    pub fn read_batch(
+        &self,
+        after_seq: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
+        Ok(self.read_range(after_seq, max_events, max_bytes)?.map(|r| r.events).unwrap_or_default())
+    }
+
+    /// Like [`read_batch`](Self::read_batch), with the seq range the events
+    /// cover, ready for a `Batch{first_seq, last_seq}`: `first_seq` is
+    /// `after_seq + 1`; `last_seq` is the last returned event's seq when a
+    /// limit stopped the read, else the highest durable seq (so trailing
+    /// dropped or corrupt seqs are declared lost too). `None` when no seq
+    /// above `after_seq` was assigned yet (or `max_events` is 0).
+    ///
+    /// # Errors
+    /// sled failures.
+    pub fn read_range(
+        &self,
+        after_seq: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Option<ReadRange>, SpoolError> {
+        let last = self.last_seq();
+        if max_events == 0 || after_seq >= last {
+            return Ok(None);
+        }
+        let tree: &sled::Tree = self.inner.store.db();
+        let mut events = Vec::new();
+        let mut used = 0usize;
+        let mut range_last = last;
+        for item in tree.range(event_key(after_seq + 1)..=event_key(last)) {
+            let (k, v) = item.map_err(SpoolError::sled("reading events"))?;
+            let Some(seq) = parse_event_key(&k) else {
+                self.decode_error(None, "malformed key");
+                continue;
+            };
+            match pb::Event::decode(&*v) {
+                Ok(e) if e.seq == seq => {}
+                Ok(_) => {
+                    self.decode_error(Some(seq), "seq differs from its key");
+                    continue;
+                }
+                Err(_) => {
+                    self.decode_error(Some(seq), "not a protobuf Event");
+                    continue;
+                }
+            }
+            if !events.is_empty() && used + v.len() > max_bytes {
+                range_last = events.last().map_or(last, |&(s, _)| s);
+                break;
+            }
+            used += v.len();
+            events.push((seq, v.to_vec()));
+            if events.len() >= max_events {
+                range_last = seq;
+                break;
+            }
+        }
+        Ok(Some(ReadRange { first_seq: after_seq + 1, last_seq: range_last, events }))
+    }
+
+    fn decode_error(&self, seq: Option<u64>, reason: &'static str) {
+        let total = self.inner.decode_errors_total.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(
+            name: "SpoolEntryDecodeError",
+            seq = seq.unwrap_or(0),
+            reason,
+            total,
+            "Spool entry is corrupt; skipped and declared lost."
+        );
+    }
+
+    /// Deletes every event with seq up to `up_to_seq` (the aggregator holds
+    /// them) and persists the acked seq, then syncs; returns how many
+    /// events were deleted. A value at or below the current acked seq is a
+    /// no-op returning 0: acks never go backwards. A value above the
+    /// highest seq ever assigned raises numbering above it (the aggregator
+    /// holds seqs this spool forgot: they are never reused).
+    ///
+    /// Works when the spool is full: deletes and meta writes use the reserve.
+    ///
+    /// # Errors
+    /// sled or fsync failures; the ack may then be lost, which only means
+    /// the events are sent again.
+    pub fn ack(&self, up_to_seq: u64) -> Result<u64, SpoolError> {
+        let inner = &*self.inner;
+        let tree: &sled::Tree = inner.store.db();
+        let mut st = self.lock();
+        if up_to_seq <= st.acked_seq {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        let (mut count, mut freed) = (0u64, 0u64);
+        for item in tree.range(event_key(0)..=event_key(up_to_seq)) {
+            let (k, v) = item.map_err(SpoolError::sled("scanning acked events"))?;
+            freed += entry_cost(v.len());
+            count += 1;
+            batch.remove(k);
+        }
+        batch.insert(META_ACKED_SEQ, &up_to_seq.to_be_bytes());
+        let raised = up_to_seq >= st.next_seq;
+        if raised {
+            batch.insert(META_NEXT_SEQ, &(up_to_seq + 1).to_be_bytes());
+        }
+        tree.apply_batch(batch).map_err(SpoolError::sled("applying an ack"))?;
+        st.acked_seq = up_to_seq;
+        st.depth -= count.min(st.depth);
+        st.bytes -= freed.min(st.bytes);
+        inner.acked_seq.store(up_to_seq, Ordering::Relaxed);
+        inner.depth.store(st.depth, Ordering::Relaxed);
+        inner.bytes.store(st.bytes, Ordering::Relaxed);
+        if raised {
+            tracing::warn!(
+                acked_seq = up_to_seq,
+                last_seq = st.next_seq - 1,
+                "Aggregator holds seqs this spool never assigned (spool lost?); numbering continues above them."
+            );
+            st.next_seq = up_to_seq + 1;
+            inner.last_seq.store(up_to_seq, Ordering::Release);
+            inner.notify.send_replace(up_to_seq);
+        }
+        if st.bytes <= inner.limit / 10 * 9 {
+            if st.dropping {
+                tracing::warn!(dropped = st.episode_dropped, "Spool below its cap again; no more events dropped.");
+            }
+            if st.refusing {
+                tracing::info!(refused = st.episode_refused, "Spool below its cap again; sources resume.");
+            }
+            st.dropping = false;
+            st.refusing = false;
+            st.episode_dropped = 0;
+            st.episode_refused = 0;
+        }
+        drop(st);
+        inner.store.sync()?;
+        tracing::debug!(name: "SpoolAcked", acked_seq = up_to_seq, deleted = count, "Spool acked.");
+        Ok(count)
+    }
+
+    /// Makes everything written so far durable (the writer calls it at shutdown).
+    ///
+    /// # Errors
+    /// sled or fsync failures.
+    pub fn flush(&self) -> Result<(), SpoolError> {
+        Ok(self.inner.store.sync()?)
+    }
+
+    /// A snapshot of the spool's state; never fails (a sled error reading
+    /// the oldest event leaves `first_seq`/`oldest_captured_at_ns` at 0).
+    pub fn stats(&self) -> SpoolStats {
+        let inner = &*self.inner;
+        let tree: &sled::Tree = inner.store.db();
+        let (mut first_seq, mut oldest_captured_at_ns) = (0, 0);
+        if let Some(Ok((k, v))) = tree.range(event_key(0)..=event_key(u64::MAX)).next() {
+            first_seq = parse_event_key(&k).unwrap_or(0);
+            oldest_captured_at_ns = pb::Event::decode(&*v).map_or(0, |e| e.captured_at_ns);
+        }
+        SpoolStats {
+            depth: inner.depth.load(Ordering::Relaxed),
+            bytes: inner.bytes.load(Ordering::Relaxed),
+            max_bytes: inner.max_bytes,
+            first_seq,
+            last_seq: self.last_seq(),
+            acked_seq: self.acked_seq(),
+            oldest_captured_at_ns,
+            dropped_total: inner.dropped_total.load(Ordering::Relaxed),
+            full_refusals_total: inner.full_refusals_total.load(Ordering::Relaxed),
+            decode_errors_total: inner.decode_errors_total.load(Ordering::Relaxed),
+            quarantined: inner.quarantined.clone(),
+        }
+    }
+
+    /// Highest seq ever assigned and durable (0 when none).
+    pub fn last_seq(&self) -> u64 {
+        self.inner.last_seq.load(Ordering::Acquire)
+    }
+
+    /// Highest seq acknowledged by the aggregator.
+    pub fn acked_seq(&self) -> u64 {
+        self.inner.acked_seq.load(Ordering::Relaxed)
+    }
+
+    /// A receiver of [`last_seq`](Self::last_seq), updated after every
+    /// durable commit, so the uplink wakes up without polling.
+    pub fn notify(&self) -> watch::Receiver<u64> {
+        self.inner.notify.subscribe()
+    }
+
+    /// The agent identity stored events carry.
+    pub fn agent_id(&self) -> &str {
+        &self.inner.agent_id
+    }
+
+    /// Stores a raw value under an event key, bypassing encoding: for tests
+    /// of corrupt entries only.
+    #[cfg(test)]
+    fn put_raw_event(&self, seq: u64, value: &[u8]) {
+        let tree: &sled::Tree = self.inner.store.db();
+        tree.insert(event_key(seq), value).expect("insert");
+    }
+}
+
+// === impl Group ===
+
+/// The state of one commit being built.
+struct Group<'a> {
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    /// Events of this commit, in seq order, with their cost.
+    pending: VecDeque<(u64, u64)>,
+    /// Next stored seq that may be dropped; `None` when none is left.
+    disk_cursor: Option<u64>,
+    dropped: u64,
+    first_dropped: Option<u64>,
+}
+
+impl Group<'_> {
+    /// Drops the oldest events (stored ones, then this commit's) until
+    /// `need` bytes are freed or none is left; returns (bytes, events) freed.
+    fn free(&mut self, need: u64) -> Result<(u64, u64), SpoolError> {
+        let (mut freed, mut events) = (0u64, 0u64);
+        if let Some(cursor) = self.disk_cursor {
+            let mut next = None;
+            for item in self.tree.range(event_key(cursor)..=event_key(u64::MAX)) {
+                if freed >= need {
+                    break;
+                }
+                let (k, v) = item.map_err(SpoolError::sled("scanning events to drop"))?;
+                let seq = parse_event_key(&k).unwrap_or(cursor);
+                self.first_dropped.get_or_insert(seq);
+                freed += entry_cost(v.len());
+                events += 1;
+                self.batch.remove(k);
+                next = seq.checked_add(1);
+            }
+            self.disk_cursor = if freed >= need { next } else { None };
+        }
+        while freed < need {
+            let Some((seq, cost)) = self.pending.pop_front() else { break };
+            self.first_dropped.get_or_insert(seq);
+            self.batch.remove(&event_key(seq));
+            freed += cost;
+            events += 1;
+        }
+        self.dropped += events;
+        Ok((freed, events))
+    }
+}
+
+#[cfg(test)]
+mod tests;

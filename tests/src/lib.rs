@@ -1,0 +1,230 @@
+//! Harness for end-to-end tests: builds the real binaries, starts them on
+//! loopback with configs in a temporary directory, waits for them with
+//! bounded patience, and ends them by PID.
+//!
+//! Every helper here has a deadline; nothing loops forever, and only
+//! processes this harness started are ever signalled.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A fixture file under tests/fixtures.
+pub fn fixture(rel: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(rel)
+}
+
+/// Builds the agent and aggregator binaries once per test process (a no-op
+/// when cargo already built them) and returns the directory holding them.
+///
+/// # Panics
+/// When the build fails: every end-to-end test needs the binaries.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "callkpi-agent", "-p", "callkpi-aggregator", "--bins"])
+            .current_dir(repo())
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the binaries failed");
+        // Test executables live in <target>/<profile>/deps; binaries one level up.
+        let exe = std::env::current_exe().expect("test executable path");
+        exe.parent().and_then(Path::parent).expect("target profile dir").to_owned()
+    })
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; a tiny race is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `patience`.
+pub fn eventually<T>(patience: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process that is killed (SIGKILL) when dropped, unless already reaped.
+#[derive(Debug)]
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// Its name, for messages.
+    pub name: String,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `bin` with `args`, stderr and stdout appended to `log`.
+    ///
+    /// # Panics
+    /// When the process cannot be started.
+    pub fn start(bin: &str, args: &[&str], log: &Path) -> Proc {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(bin_dir().join(bin))
+            .args(args)
+            .env("CALLKPI_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+        Proc { child, name: bin.to_owned(), log: log.to_owned() }
+    }
+
+    /// kill -9: the process gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits up to `grace` for a clean exit; returns its exit code.
+    pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let code = eventually(grace, || self.child.try_wait().ok().flatten());
+        match code {
+            Some(status) => status.code(),
+            None => {
+                self.kill9();
+                None
+            }
+        }
+    }
+
+    /// The process's log so far (for assertion messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill9();
+        }
+    }
+}
+
+/// GET `path` over plain HTTP/1.1 from 127.0.0.1:`port`; the body, if any.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// The value of a Prometheus sample `name{labels}` (or `name` alone) in a text exposition.
+pub fn metric(text: &str, name_with_labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name_with_labels).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A minimal Asterisk Manager Interface server replaying a recorded
+/// transcript: banner, `Response: Success` to Login, `Pong` to Ping, then
+/// the recorded events. Serves connections one after another until
+/// `connections` have been served.
+pub fn ami_replay_server(transcript: Vec<u8>, connections: usize) -> (u16, std::thread::JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind AMI server");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = std::thread::spawn(move || {
+        let mut served = 0;
+        for stream in listener.incoming().take(connections) {
+            let Ok(stream) = stream else { continue };
+            served += 1;
+            let _ = serve_ami(stream, &transcript);
+        }
+        served
+    });
+    (port, handle)
+}
+
+fn serve_ami(mut stream: TcpStream, transcript: &[u8]) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"Asterisk Call Manager/11.0.0\r\n")?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    // Read the Login action (headers up to a blank line).
+    let mut action = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            break;
+        }
+        action.push_str(&line);
+    }
+    let id = action.lines().find_map(|l| l.strip_prefix("ActionID: ")).unwrap_or("").trim().to_owned();
+    write!(stream, "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n")?;
+    // The transcript without its own banner and login reply.
+    let body = transcript.windows(4).position(|w| w == b"\r\n\r\n").map_or(transcript, |i| &transcript[i + 4..]);
+    for chunk in body.chunks(16 * 1024) {
+        stream.write_all(chunk)?;
+    }
+    // Answer pings until the client goes away or the read times out.
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.starts_with("Action: Ping") {
+            stream.write_all(b"Response: Success\r\nPing: Pong\r\n\r\n")?;
+        }
+    }
+}
+
+/// What identifies an event's content regardless of who spooled it and with
+/// which sequence number: call id, source time and the event itself.
+pub type Signature = (String, Option<i64>, String);
+
+/// Signatures of the events a queue_log file maps to, sorted.
+pub fn queue_log_signatures(bytes: &[u8]) -> Vec<Signature> {
+    use callkpi_feeds::queue_log::{QueueLogConfig, QueueLogMapper};
+    let mut sigs: Vec<Signature> = QueueLogMapper::new(QueueLogConfig::default())
+        .map_all(bytes)
+        .into_iter()
+        .map(|e| (e.call_id, e.source_time, format!("{:?}", e.kind)))
+        .collect();
+    sigs.sort();
+    sigs
+}
+
+/// Signatures of stored wire events, sorted.
+///
+/// # Panics
+/// When a stored event does not convert: the store must only hold valid events.
+pub fn wire_signatures(events: &[callkpi_proto::pb::Event]) -> Vec<Signature> {
+    let mut sigs: Vec<Signature> = events
+        .iter()
+        .map(|e| {
+            let ev = callkpi_core::event::Event::try_from(e.clone()).expect("stored event converts");
+            (ev.call_id, ev.time.source_time, format!("{:?}", ev.kind))
+        })
+        .collect();
+    sigs.sort();
+    sigs
+}

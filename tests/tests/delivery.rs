@@ -1,0 +1,345 @@
+//! Delivery end to end: the real `callkpi-agent` and `callkpi-aggregator`
+//! binaries on 127.0.0.1, killed and restarted, with the real recordings.
+//!
+//! The check is always the same: after the run, the aggregator's store holds
+//! exactly the events the input maps to, each once (compared as a multiset of
+//! call id, source time and event content), with contiguous sequence numbers.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use callkpi_aggregator::store::Store;
+use callkpi_tests::*;
+use rand::Rng;
+
+const TOKEN_A: &str = "token-of-agent-a-0123456789";
+const TOKEN_B: &str = "token-of-agent-b-9876543210";
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    grpc: u16,
+    agg_http: u16,
+    agent_http: u16,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup { dir: tempfile::tempdir().unwrap(), grpc: free_port(), agg_http: free_port(), agent_http: free_port() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn aggregator_config(&self) -> PathBuf {
+        let cfg = format!(
+            r#"listen = "127.0.0.1:{grpc}"
+metrics_listen = "127.0.0.1:{http}"
+store_path = "{store}"
+store_cache_bytes = 8388608
+heartbeat_interval_ms = 1000
+
+[[agents]]
+id = "agent-a"
+site = "paris"
+token_sha256 = "{a}"
+
+[[agents]]
+id = "agent-b"
+site = "lyon"
+token_sha256 = "{b}"
+"#,
+            grpc = self.grpc,
+            http = self.agg_http,
+            store = self.path("store").display(),
+            a = sha256_hex(TOKEN_A),
+            b = sha256_hex(TOKEN_B),
+        );
+        let p = self.path("aggregator.toml");
+        std::fs::write(&p, cfg).unwrap();
+        p
+    }
+
+    /// An agent config; `sources` is appended verbatim.
+    fn agent_config(&self, agent_id: &str, token: &str, spool_max: u64, sources: &str) -> PathBuf {
+        let cfg = format!(
+            r#"agent_id = "{agent_id}"
+site = "paris"
+
+[uplink]
+url = "http://127.0.0.1:{grpc}"
+token = "{token}"
+backoff_initial_ms = 50
+backoff_max_ms = 500
+heartbeat_interval_ms = 1000
+connect_timeout_ms = 1000
+
+[spool]
+path = "{spool}"
+max_bytes = {spool_max}
+reserve_bytes = 4096
+
+[metrics]
+listen = "127.0.0.1:{http}"
+
+{sources}"#,
+            grpc = self.grpc,
+            spool = self.path(&format!("spool-{agent_id}")).display(),
+            http = self.agent_http,
+        );
+        let p = self.path(&format!("agent-{agent_id}.toml"));
+        std::fs::write(&p, cfg).unwrap();
+        p
+    }
+
+    fn queue_log_source(&self, file: &Path) -> String {
+        format!("[[sources.queue_log]]\nname = \"ql\"\npath = \"{}\"\npoll_interval_ms = 20\n", file.display())
+    }
+
+    fn aggregator(&self) -> Proc {
+        let cfg = self.aggregator_config();
+        let p = Proc::start(
+            "callkpi-aggregator",
+            &["run", "--config", cfg.to_str().unwrap()],
+            &self.path("aggregator.log"),
+        );
+        eventually(Duration::from_secs(20), || http_get(self.agg_http, "/healthz"))
+            .unwrap_or_else(|| panic!("aggregator did not come up:\n{}", p.log_text()));
+        p
+    }
+
+    fn agent(&self, cfg: &Path) -> Proc {
+        Proc::start("callkpi-agent", &["run", "--config", cfg.to_str().unwrap()], &self.path("agent.log"))
+    }
+
+    fn agg_metric(&self, name: &str) -> Option<f64> {
+        http_get(self.agg_http, "/metrics").and_then(|t| metric(&t, name))
+    }
+
+    /// Waits until the aggregator holds `n` contiguous events of `agent`.
+    fn wait_for_hwm(&self, agent: &str, n: usize, patience: Duration, logs: &[&Proc]) {
+        let name = format!("callkpi_agent_hwm{{agent=\"{agent}\"}}");
+        let got = eventually(patience, || self.agg_metric(&name).filter(|v| *v as usize >= n));
+        if got.is_none() {
+            let text: Vec<String> = logs.iter().map(|p| format!("--- {}\n{}", p.name, tail(&p.log_text()))).collect();
+            panic!(
+                "aggregator never reached hwm {n} for {agent} (now {:?})\n{}",
+                self.agg_metric(&name),
+                text.join("\n")
+            );
+        }
+    }
+
+    /// Stops the aggregator (if running) and reads everything `agent` delivered.
+    fn stored(&self, agent: &str) -> Vec<(u64, callkpi_proto::pb::Event)> {
+        let store = Store::open(&self.path("store"), 8 << 20).expect("open the aggregator store");
+        store.events_after(agent, 0, usize::MAX).expect("read events")
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+fn assert_exactly(stored: &[(u64, callkpi_proto::pb::Event)], expected_input: &[u8]) {
+    let expected = queue_log_signatures(expected_input);
+    let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "sequence numbers are contiguous from 1");
+    let events: Vec<_> = stored.iter().map(|(_, e)| e.clone()).collect();
+    let got = wire_signatures(&events);
+    assert_eq!(got.len(), expected.len(), "event count");
+    assert_eq!(got, expected, "every event exactly once");
+}
+
+fn fixture_lines() -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(fixture("asterisk/run-a/queue_log")).unwrap();
+    bytes.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
+}
+
+#[test]
+fn aggregator_down_for_a_while_then_up_everything_delivered_once() {
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    std::fs::copy(fixture("asterisk/run-a/queue_log"), &file).unwrap();
+    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &s.queue_log_source(&file));
+    let mut agent = s.agent(&cfg);
+    // The agent spools while the aggregator is down; give it time to retry a few times.
+    let spooled = eventually(Duration::from_secs(20), || {
+        http_get(s.agent_http, "/metrics")
+            .and_then(|t| metric(&t, "callkpi_spool_last_seq"))
+            .filter(|v| *v as usize == queue_log_signatures(&std::fs::read(&file).unwrap()).len())
+    });
+    assert!(spooled.is_some(), "agent did not spool the file:\n{}", tail(&agent.log_text()));
+    std::thread::sleep(Duration::from_millis(700));
+    let mut agg = s.aggregator();
+    let input = std::fs::read(&file).unwrap();
+    let n = queue_log_signatures(&input).len();
+    s.wait_for_hwm("agent-a", n, Duration::from_secs(30), &[&agent, &agg]);
+    // Everything acked: the agent's spool empties.
+    let drained = eventually(Duration::from_secs(10), || {
+        http_get(s.agent_http, "/metrics").and_then(|t| metric(&t, "callkpi_spool_depth_events")).filter(|d| *d == 0.0)
+    });
+    assert!(drained.is_some(), "agent spool never drained");
+    assert_eq!(agent.terminate(Duration::from_secs(15)), Some(0), "agent exits cleanly on SIGTERM");
+    assert_eq!(agg.terminate(Duration::from_secs(15)), Some(0), "aggregator exits cleanly on SIGTERM");
+    assert_exactly(&s.stored("agent-a"), &input);
+}
+
+#[test]
+fn twenty_kill9_of_the_agent_then_twenty_of_the_aggregator_while_the_log_grows() {
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    std::fs::write(&file, b"").unwrap();
+    // Three copies of the recording: ~530 lines written over the run.
+    let lines: Vec<Vec<u8>> = (0..3).flat_map(|_| fixture_lines()).collect();
+    let total_lines = lines.len();
+    let writer_file = file.clone();
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&writer_file).unwrap();
+        for (i, l) in lines.iter().enumerate() {
+            f.write_all(l).unwrap();
+            if i % 4 == 0 {
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        }
+    });
+    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &s.queue_log_source(&file));
+    let mut agg = s.aggregator();
+    let mut agent = s.agent(&cfg);
+    let mut rng = rand::rng();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..350)));
+        agent.kill9();
+        agent = s.agent(&cfg);
+    }
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..350)));
+        agg.kill9();
+        agg = s.aggregator();
+    }
+    writer.join().unwrap();
+    let input = std::fs::read(&file).unwrap();
+    assert_eq!(input.iter().filter(|b| **b == b'\n').count(), total_lines);
+    let n = queue_log_signatures(&input).len();
+    s.wait_for_hwm("agent-a", n, Duration::from_secs(60), &[&agent, &agg]);
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+    assert_exactly(&s.stored("agent-a"), &input);
+}
+
+#[test]
+fn wrong_token_is_refused_and_an_agent_cannot_write_as_another() {
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    std::fs::copy(fixture("asterisk/run-a/queue_log"), &file).unwrap();
+    let mut agg = s.aggregator();
+
+    // An unknown token.
+    let cfg = s.agent_config("agent-a", "not-a-valid-token", 64 << 20, &s.queue_log_source(&file));
+    let mut agent = s.agent(&cfg);
+    let refused = eventually(Duration::from_secs(15), || {
+        s.agg_metric("callkpi_ingest_auth_failures_total")
+            .or_else(|| {
+                http_get(s.agg_http, "/metrics")
+                    .map(|t| t.lines().filter(|l| l.starts_with("callkpi_ingest_auth_failures_total")).count() as f64)
+            })
+            .filter(|v| *v > 0.0)
+    });
+    assert!(refused.is_some(), "the aggregator did not count the refused token");
+    agent.kill9();
+
+    // Agent B's identity with agent A's credential.
+    let cfg = s.agent_config("agent-b", TOKEN_A, 64 << 20, &s.queue_log_source(&file));
+    let mut agent = s.agent(&cfg);
+    let denied = eventually(Duration::from_secs(15), || {
+        let log = agent.log_text();
+        (log.contains("PermissionDenied") || log.contains("permission denied") || log.contains("IDENTITY_MISMATCH"))
+            .then_some(())
+    });
+    assert!(denied.is_some(), "agent was not told it may not write as agent-b:\n{}", tail(&agent.log_text()));
+    agent.kill9();
+    agg.terminate(Duration::from_secs(15));
+    assert!(s.stored("agent-a").is_empty(), "nothing stored for agent-a");
+    assert!(s.stored("agent-b").is_empty(), "nothing stored for agent-b");
+}
+
+#[test]
+fn spool_cap_applies_its_policy_without_crashing() {
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    let lines = fixture_lines();
+    std::fs::write(&file, lines[..20].concat()).unwrap();
+    // No aggregator, and a spool far smaller than the input: the replayable
+    // queue_log source must pause (refusals), never drop.
+    let cfg = s.agent_config("agent-a", TOKEN_A, 8 * 1024, &s.queue_log_source(&file));
+    let mut agent = s.agent(&cfg);
+    let first = eventually(Duration::from_secs(20), || {
+        http_get(s.agent_http, "/metrics").and_then(|t| metric(&t, "callkpi_spool_last_seq")).filter(|v| *v > 0.0)
+    });
+    assert!(first.is_some(), "the first lines were not spooled:\n{}", tail(&agent.log_text()));
+    // The rest arrives in small appends while the spool is over its cap.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    for chunk in lines[20..].chunks(10) {
+        f.write_all(&chunk.concat()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let refusals = eventually(Duration::from_secs(20), || {
+        http_get(s.agent_http, "/metrics")
+            .and_then(|t| {
+                metric(&t, "callkpi_spool_full_refusals_total").or_else(|| metric(&t, "callkpi_spool_full_refusals"))
+            })
+            .filter(|v| *v > 0.0)
+    });
+    assert!(refusals.is_some(), "the cap never refused input:\n{}", tail(&agent.log_text()));
+    let text = http_get(s.agent_http, "/metrics").unwrap();
+    let dropped =
+        metric(&text, "callkpi_spool_dropped_events_total").or_else(|| metric(&text, "callkpi_spool_dropped_events"));
+    assert_eq!(dropped, Some(0.0), "a replayable source loses nothing");
+    assert!(agent.child.try_wait().unwrap().is_none(), "agent still running");
+
+    // Once the aggregator comes, everything is delivered after all.
+    let mut agg = s.aggregator();
+    let input = std::fs::read(&file).unwrap();
+    s.wait_for_hwm("agent-a", queue_log_signatures(&input).len(), Duration::from_secs(60), &[&agent, &agg]);
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+    assert_exactly(&s.stored("agent-a"), &input);
+}
+
+#[test]
+fn corrupt_spool_is_quarantined_and_the_agent_starts() {
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    std::fs::copy(fixture("asterisk/run-a/queue_log"), &file).unwrap();
+    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &s.queue_log_source(&file));
+    let mut agent = s.agent(&cfg);
+    let spooled = eventually(Duration::from_secs(20), || {
+        http_get(s.agent_http, "/metrics").and_then(|t| metric(&t, "callkpi_spool_last_seq")).filter(|v| *v > 0.0)
+    });
+    assert!(spooled.is_some());
+    agent.kill9();
+    // Garbage over the spool's files.
+    let spool = s.path("spool-agent-a");
+    for name in ["conf", "db"] {
+        let p = spool.join(name);
+        let len = std::fs::metadata(&p).map(|m| m.len() as usize).unwrap_or(0);
+        std::fs::write(&p, vec![0x5Au8; len.clamp(64, 4096)]).unwrap();
+    }
+    let mut agent = s.agent(&cfg);
+    let up = eventually(Duration::from_secs(20), || http_get(s.agent_http, "/metrics"));
+    assert!(up.is_some(), "agent did not start on a corrupt spool:\n{}", tail(&agent.log_text()));
+    let aside = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("spool-agent-a.quarantine-"));
+    assert!(aside, "the corrupt spool was moved aside");
+    assert!(agent.log_text().contains("quarantin"), "the log says so");
+    agent.terminate(Duration::from_secs(15));
+}
