@@ -343,3 +343,97 @@ fn corrupt_spool_is_quarantined_and_the_agent_starts() {
     assert!(agent.log_text().contains("quarantin"), "the log says so");
     agent.terminate(Duration::from_secs(15));
 }
+
+/// Signatures of what the AMI mapper makes of a transcript.
+fn ami_signatures(bytes: &[u8]) -> Vec<Signature> {
+    use callkpi_feeds::ami::AmiMapper;
+    let mut out = Vec::new();
+    AmiMapper::default().map_bytes(bytes, &mut out);
+    let mut sigs: Vec<Signature> =
+        out.into_iter().map(|e| (e.call_id, e.source_time, format!("{:?}", e.kind))).collect();
+    sigs.sort();
+    sigs
+}
+
+#[test]
+fn ami_source_against_a_replayed_asterisk_delivers_the_transcript() {
+    let s = Setup::new();
+    let transcript = std::fs::read(fixture("asterisk/run-a/ami.log")).unwrap();
+    // One connection only: after the recording's Shutdown the agent
+    // reconnects and must find nobody, not a second copy.
+    let (port, server) = ami_replay_server(transcript.clone(), 1);
+    let source = format!(
+        "[[sources.ami]]\nname = \"pbx\"\naddress = \"127.0.0.1:{port}\"\nusername = \"callkpi\"\nsecret = \"s3cret\"\nqueue_status_on_connect = false\nbackoff_initial_ms = 200\nbackoff_max_ms = 1000\n"
+    );
+    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &source);
+    let mut agg = s.aggregator();
+    let mut agent = s.agent(&cfg);
+    // The transcript without the banner and the recorded login reply, as served.
+    let served = &transcript[transcript.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    let expected = ami_signatures(served);
+    assert!(expected.len() > 400, "the recording maps to hundreds of events: {}", expected.len());
+    s.wait_for_hwm("agent-a", expected.len(), Duration::from_secs(60), &[&agent, &agg]);
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+    assert_eq!(server.join().unwrap(), 1);
+    let stored = s.stored("agent-a");
+    let events: Vec<_> = stored.iter().map(|(_, e)| e.clone()).collect();
+    assert_eq!(wire_signatures(&events), expected, "every AMI event exactly once");
+}
+
+#[test]
+fn queue_log_rotation_and_truncation_mid_stream_lose_and_repeat_nothing() {
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    let lines = fixture_lines();
+    let (a, rest) = lines.split_at(60);
+    let (b, rest) = rest.split_at(40);
+    let (c, d) = rest.split_at(40);
+    std::fs::write(&file, a.concat()).unwrap();
+    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &s.queue_log_source(&file));
+    let mut agg = s.aggregator();
+    let mut agent = s.agent(&cfg);
+    let mut written: Vec<u8> = a.concat();
+    let wait_spooled = |written: &[u8], agent: &Proc| {
+        let n = queue_log_signatures(written).len();
+        let ok = eventually(Duration::from_secs(20), || {
+            http_get(s.agent_http, "/metrics")
+                .and_then(|t| metric(&t, "callkpi_spool_last_seq"))
+                .filter(|v| *v as usize == n)
+        });
+        assert!(ok.is_some(), "agent did not spool {n} events:\n{}", tail(&agent.log_text()));
+    };
+    wait_spooled(&written, &agent);
+
+    // Rotation: rename, two more lines land in the old file, then a new file.
+    let rotated = s.path("queue_log.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    let mut old = std::fs::OpenOptions::new().append(true).open(&rotated).unwrap();
+    old.write_all(&b[..2].concat()).unwrap();
+    drop(old);
+    std::fs::write(&file, b[2..].concat()).unwrap();
+    written.extend(b.concat());
+    wait_spooled(&written, &agent);
+
+    // Truncation in place, then new lines.
+    let f = std::fs::OpenOptions::new().write(true).truncate(true).open(&file).unwrap();
+    drop(f);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    f.write_all(&c.concat()).unwrap();
+    written.extend(c.concat());
+    wait_spooled(&written, &agent);
+
+    // A restart of the agent in the middle of the last part.
+    agent.terminate(Duration::from_secs(15));
+    f.write_all(&d.concat()).unwrap();
+    written.extend(d.concat());
+    let mut agent = s.agent(&cfg);
+    let n = queue_log_signatures(&written).len();
+    s.wait_for_hwm("agent-a", n, Duration::from_secs(30), &[&agent, &agg]);
+    let text = http_get(s.agent_http, "/metrics").unwrap_or_default();
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+    assert!(text.contains("callkpi_source_rotations_total"), "rotation counter exported");
+    assert_exactly(&s.stored("agent-a"), &written);
+}
