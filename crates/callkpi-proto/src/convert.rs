@@ -55,6 +55,12 @@ pub enum ConvertError {
         /// The value received.
         value: u64,
     },
+    /// A string field holds a value the core rejects (e.g. an unknown time zone).
+    #[error("{field} is invalid")]
+    Invalid {
+        /// Proto path of the field.
+        field: &'static str,
+    },
 }
 
 // === Enums ===

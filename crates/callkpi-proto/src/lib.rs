@@ -16,11 +16,13 @@
 //! - [`pb`]: generated messages, enums, clients (`ingest_client`,
 //!   `reports_client`) and servers (`ingest_server`, `reports_server`).
 //! - [`convert`]: `callkpi_core::event::Event` to and from [`pb::Event`].
+//! - [`report`]: KPI reports and queries, core to and from the wire.
 //! - [`events_crc32c`], [`encoded_events_crc32c`]: the `Batch.crc32c` checksum.
 //! - [`FILE_DESCRIPTOR_SET`], [`CONTRACT_REVISION`]: for reflection and for
 //!   the `Hello`/`Welcome` revision check.
 
 pub mod convert;
+pub mod report;
 
 pub use convert::ConvertError;
 
