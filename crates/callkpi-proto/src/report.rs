@@ -271,7 +271,7 @@ pub fn report_to_pb(r: &Report, generated_at_ns: i64) -> pb::KpiReport {
                 behind: row
                     .behind
                     .iter()
-                    .map(|b| pb::AgentLag { agent_id: b.agent_id.clone(), lag_s: b.lag_s, ..Default::default() })
+                    .map(|b| pb::AgentLag { agent_id: b.agent_id.clone(), lag_s: b.lag_s })
                     .collect(),
                 flags: row.flags.iter().filter_map(|f| flag_to_pb(f)).map(|f| f as i32).collect(),
                 kpis: Some(kpis_to_pb(&row.kpis)),
