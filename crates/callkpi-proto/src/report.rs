@@ -320,7 +320,7 @@ mod tests {
         let mut e = Engine::new(EngineConfig::default());
         let t0 = 1_795_356_000 * NANOS_PER_SEC;
         let mut seq = 0;
-        let mut ev = |s: i64, call: &str, kind: EventKind| {
+        let mut add = |e: &mut Engine, s: i64, call: &str, kind: EventKind| {
             seq += 1;
             e.ingest(Event {
                 id: EventId { agent_id: "a".into(), seq },
@@ -332,14 +332,14 @@ mod tests {
                 kind,
             });
         };
-        ev(0, "c1", EventKind::QueueJoin { queue: "q".into(), caller: Some("0611".into()), position: None });
+        add(&mut e, 0, "c1", EventKind::QueueJoin { queue: "q".into(), caller: Some("0611".into()), position: None });
         let answered = EventKind::Answered {
             queue: Some("q".into()),
             agent: "A".into(),
             reported_wait_ms: None,
             reported_ring_ms: None,
         };
-        ev(12, "c1", answered);
+        add(&mut e, 12, "c1", answered);
         let hangup = EventKind::Hangup {
             queue: None,
             agent: Some("A".into()),
@@ -347,9 +347,15 @@ mod tests {
             cause: None,
             reported_talk_ms: None,
         };
-        ev(100, "c1", hangup);
-        ev(1000, "c2", EventKind::QueueJoin { queue: "q".into(), caller: Some("0612".into()), position: None });
-        ev(
+        add(&mut e, 100, "c1", hangup);
+        add(
+            &mut e,
+            1000,
+            "c2",
+            EventKind::QueueJoin { queue: "q".into(), caller: Some("0612".into()), position: None },
+        );
+        add(
+            &mut e,
             1003,
             "c2",
             EventKind::QueueLeave { queue: "q".into(), reason: LeaveReason::Abandon, reported_wait_ms: None },
@@ -362,8 +368,7 @@ mod tests {
             queue: None,
             agent: None,
         };
-        ev(130, "c1", survey);
-        drop(ev);
+        add(&mut e, 130, "c1", survey);
         e.refresh(None, false);
         e
     }
