@@ -9,6 +9,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use callkpi_aggregator::store::Store;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,17 @@ pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "callkpi-agent", "-p", "callkpi-aggregator", "--bins"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "callkpi-agent",
+                "-p",
+                "callkpi-aggregator",
+                "-p",
+                "callkpi-cli",
+                "--bins",
+            ])
             .current_dir(repo())
             .status()
             .expect("running cargo build");
@@ -227,4 +239,182 @@ pub fn wire_signatures(events: &[callkpi_proto::pb::Event]) -> Vec<Signature> {
         .collect();
     sigs.sort();
     sigs
+}
+
+// === a loopback deployment ===
+
+/// A report reader's token.
+pub const TOKEN_READER: &str = "token-of-the-ops-reader-42";
+/// Agent A's bearer token in [`Setup`]'s aggregator config.
+pub const TOKEN_A: &str = "token-of-agent-a-0123456789";
+/// Agent B's bearer token.
+pub const TOKEN_B: &str = "token-of-agent-b-9876543210";
+
+/// Hex SHA-256, as `token_sha256` takes it.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One aggregator and agents on loopback ports, with their files in a temporary directory.
+pub struct Setup {
+    /// The directory.
+    pub dir: tempfile::TempDir,
+    /// Aggregator gRPC port.
+    pub grpc: u16,
+    /// Aggregator HTTP (metrics) port.
+    pub agg_http: u16,
+    /// Agent HTTP (metrics) port.
+    pub agent_http: u16,
+}
+
+impl Setup {
+    /// Fresh ports and directory.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Setup {
+        Setup { dir: tempfile::tempdir().unwrap(), grpc: free_port(), agg_http: free_port(), agent_http: free_port() }
+    }
+
+    /// A path in the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes the aggregator config (agents A and B, reader token [`TOKEN_READER`]).
+    pub fn aggregator_config(&self) -> PathBuf {
+        let cfg = format!(
+            r#"listen = "127.0.0.1:{grpc}"
+metrics_listen = "127.0.0.1:{http}"
+store_path = "{store}"
+store_cache_bytes = 8388608
+heartbeat_interval_ms = 1000
+
+[[agents]]
+id = "agent-a"
+site = "paris"
+token_sha256 = "{a}"
+
+[[agents]]
+id = "agent-b"
+site = "lyon"
+token_sha256 = "{b}"
+
+[[readers]]
+name = "ops"
+token_sha256 = "{r}"
+"#,
+            grpc = self.grpc,
+            http = self.agg_http,
+            store = self.path("store").display(),
+            a = sha256_hex(TOKEN_A),
+            b = sha256_hex(TOKEN_B),
+            r = sha256_hex(TOKEN_READER),
+        );
+        let p = self.path("aggregator.toml");
+        std::fs::write(&p, cfg).unwrap();
+        p
+    }
+
+    /// Writes an agent config; `sources` is appended verbatim.
+    pub fn agent_config(&self, agent_id: &str, token: &str, spool_max: u64, sources: &str) -> PathBuf {
+        let cfg = format!(
+            r#"agent_id = "{agent_id}"
+site = "paris"
+
+[uplink]
+url = "http://127.0.0.1:{grpc}"
+token = "{token}"
+backoff_initial_ms = 50
+backoff_max_ms = 500
+heartbeat_interval_ms = 1000
+connect_timeout_ms = 1000
+
+[spool]
+path = "{spool}"
+max_bytes = {spool_max}
+reserve_bytes = 4096
+
+[metrics]
+listen = "127.0.0.1:{http}"
+
+{sources}"#,
+            grpc = self.grpc,
+            spool = self.path(&format!("spool-{agent_id}")).display(),
+            http = self.agent_http,
+        );
+        let p = self.path(&format!("agent-{agent_id}.toml"));
+        std::fs::write(&p, cfg).unwrap();
+        p
+    }
+
+    /// A `[[sources.queue_log]]` block for `file`.
+    pub fn queue_log_source(&self, file: &Path) -> String {
+        format!("[[sources.queue_log]]\nname = \"ql\"\npath = \"{}\"\npoll_interval_ms = 20\n", file.display())
+    }
+
+    /// Starts the aggregator and waits until it answers.
+    pub fn aggregator(&self) -> Proc {
+        let cfg = self.aggregator_config();
+        let p = Proc::start(
+            "callkpi-aggregator",
+            &["run", "--config", cfg.to_str().unwrap()],
+            &self.path("aggregator.log"),
+        );
+        eventually(Duration::from_secs(20), || http_get(self.agg_http, "/healthz"))
+            .unwrap_or_else(|| panic!("aggregator did not come up:\n{}", p.log_text()));
+        p
+    }
+
+    /// Starts an agent.
+    pub fn agent(&self, cfg: &Path) -> Proc {
+        Proc::start("callkpi-agent", &["run", "--config", cfg.to_str().unwrap()], &self.path("agent.log"))
+    }
+
+    /// One aggregator metric.
+    pub fn agg_metric(&self, name: &str) -> Option<f64> {
+        http_get(self.agg_http, "/metrics").and_then(|t| metric(&t, name))
+    }
+
+    /// Waits until the aggregator holds `n` contiguous events of `agent`.
+    pub fn wait_for_hwm(&self, agent: &str, n: usize, patience: Duration, logs: &[&Proc]) {
+        let name = format!("callkpi_agent_hwm{{agent=\"{agent}\"}}");
+        let got = eventually(patience, || self.agg_metric(&name).filter(|v| *v as usize >= n));
+        if got.is_none() {
+            let text: Vec<String> = logs.iter().map(|p| format!("--- {}\n{}", p.name, tail(&p.log_text()))).collect();
+            panic!(
+                "aggregator never reached hwm {n} for {agent} (now {:?})\n{}",
+                self.agg_metric(&name),
+                text.join("\n")
+            );
+        }
+    }
+
+    /// Everything `agent` delivered (the aggregator must be stopped).
+    pub fn stored(&self, agent: &str) -> Vec<(u64, callkpi_proto::pb::Event)> {
+        let store = Store::open(&self.path("store"), 8 << 20).expect("open the aggregator store");
+        store.events_after(agent, 0, usize::MAX).expect("read events")
+    }
+}
+
+/// The last 40 lines of a log.
+pub fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Asserts the store holds exactly the events `expected_input` (a queue_log) maps to, each once.
+pub fn assert_exactly(stored: &[(u64, callkpi_proto::pb::Event)], expected_input: &[u8]) {
+    let expected = queue_log_signatures(expected_input);
+    let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "sequence numbers are contiguous from 1");
+    let events: Vec<_> = stored.iter().map(|(_, e)| e.clone()).collect();
+    let got = wire_signatures(&events);
+    assert_eq!(got.len(), expected.len(), "event count");
+    assert_eq!(got, expected, "every event exactly once");
+}
+
+/// The recorded queue_log's lines.
+pub fn fixture_lines() -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(fixture("asterisk/run-a/queue_log")).unwrap();
+    bytes.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
 }

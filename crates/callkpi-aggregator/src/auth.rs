@@ -163,6 +163,36 @@ impl Authenticator {
     }
 }
 
+/// Checks report readers' bearer tokens (the `Reports` service).
+#[derive(Clone)]
+pub(crate) struct ReaderAuth {
+    readers: Vec<(String, TokenDigest)>,
+}
+
+impl ReaderAuth {
+    pub(crate) fn new(readers: Vec<(String, TokenDigest)>) -> Self {
+        Self { readers }
+    }
+
+    /// The reader's name, from its `authorization` metadata value.
+    pub(crate) fn authenticate(&self, authorization: Option<&[u8]>) -> Result<String, Status> {
+        if self.readers.is_empty() {
+            return Err(Status::unauthenticated("no [[readers]] are configured: reports are closed"));
+        }
+        let value = authorization.ok_or_else(|| Status::unauthenticated("missing authorization metadata"))?;
+        let token = bearer(value)
+            .ok_or_else(|| Status::unauthenticated("malformed authorization metadata: expected \"Bearer <token>\""))?;
+        let presented = digest(token);
+        let mut found = None;
+        for (name, expected) in &self.readers {
+            if bool::from(expected.0.ct_eq(&presented.0)) {
+                found = Some(name.clone());
+            }
+        }
+        found.ok_or_else(|| Status::unauthenticated("unknown reader token"))
+    }
+}
+
 /// The token of `Bearer <token>` (scheme case-insensitive, RFC 6750).
 fn bearer(value: &[u8]) -> Option<&str> {
     let value = std::str::from_utf8(value).ok()?.trim();

@@ -105,6 +105,21 @@ pub struct Config {
     /// Agents allowed to deliver events. The agent id is also a metric label,
     /// so only configured agents ever appear in metrics.
     pub agents: Vec<AgentConfig>,
+    /// Clients allowed to read reports (the `Reports` service: `callkpi
+    /// report`, dashboards). Separate from agents: an agent token cannot
+    /// read, a reader token cannot deliver. Without any, `Reports` refuses
+    /// every call.
+    pub readers: Vec<ReaderConfig>,
+}
+
+/// `[[readers]]`: one report reader and its bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderConfig {
+    /// A name for logs (who read what).
+    pub name: String,
+    /// Hex SHA-256 of the reader's bearer token (`callkpi-aggregator hash-token`).
+    pub token_sha256: String,
 }
 
 /// `[tls]`: server certificate, and optionally client certificate checks (mTLS).
@@ -157,6 +172,7 @@ impl Default for Config {
             http2_keepalive_timeout_secs: 10,
             tls: None,
             agents: Vec::new(),
+            readers: Vec::new(),
         }
     }
 }
@@ -168,6 +184,8 @@ pub struct Resolved {
     pub(crate) agents: Vec<ResolvedAgent>,
     /// PEM contents of the TLS files.
     pub(crate) tls: Option<ResolvedTls>,
+    /// Report readers: name and token digest.
+    pub(crate) readers: Vec<(String, TokenDigest)>,
 }
 
 impl std::fmt::Debug for Resolved {
@@ -320,7 +338,19 @@ impl Config {
             }
             agents.push(ResolvedAgent { id: agent.id.clone(), site: agent.site.clone(), token });
         }
-        Ok(Resolved { agents, tls })
+        let mut readers: Vec<(String, TokenDigest)> = Vec::with_capacity(self.readers.len());
+        for (i, reader) in self.readers.iter().enumerate() {
+            let digest = TokenDigest::from_hex(&reader.token_sha256)
+                .map_err(|reason| invalid(&format!("readers[{i}].token_sha256"), reason))?;
+            if agents.iter().any(|a| a.token.as_ref() == Some(&digest)) {
+                return Err(invalid(
+                    &format!("readers[{i}].token_sha256"),
+                    "same token as an agent: readers and agents need their own".into(),
+                ));
+            }
+            readers.push((reader.name.clone(), digest));
+        }
+        Ok(Resolved { agents, tls, readers })
     }
 }
 

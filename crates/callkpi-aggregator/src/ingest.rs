@@ -504,6 +504,7 @@ async fn run_stream(state: Arc<IngestState>, identity: Identity, mut inbound: St
         r.site = site;
         r.version = hello.version.clone();
         r.last_seen_ns = received_ns;
+        r.spool_last_seq = hello.spool_last_seq;
         r.clock_synced = hello.clock_synced;
         if offset.is_some() {
             r.clock_offset_ns = offset;
@@ -570,6 +571,7 @@ async fn run_stream(state: Arc<IngestState>, identity: Identity, mut inbound: St
                 let now = crate::now_ns();
                 let updated = state.store.update_agent(&agent_id, |r| {
                     r.last_seen_ns = now;
+                    r.spool_last_seq = hb.spool_last_seq;
                     r.clock_synced = hb.clock_synced;
                     if hb.clock_offset_ns.is_some() {
                         r.clock_offset_ns = hb.clock_offset_ns;

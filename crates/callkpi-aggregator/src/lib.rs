@@ -25,6 +25,8 @@
 //!   ([`Store::events_after`], [`Store::agents`], [`Store::subscribe`]).
 //! - `ingest`: the `Ingest` stream (handshake, batches, acks, heartbeats,
 //!   rejects), as specified in `proto/callkpi/v1/ingest.proto`.
+//! - [`reports`]: the KPI engine following the store, and the `Reports`
+//!   service (`GetKpis`, `ListAgents`) for authenticated readers.
 //! - `metrics`: prometheus-client metrics and the `/metrics` + `/healthz`
 //!   HTTP router.
 //! - this file: [`Aggregator`] and [`serve`], which wire the gRPC server
@@ -43,6 +45,7 @@ pub mod auth;
 pub mod config;
 mod ingest;
 mod metrics;
+pub mod reports;
 pub mod store;
 
 use std::collections::HashMap;
@@ -60,7 +63,9 @@ pub use auth::token_sha256_hex;
 pub use config::{Config, ConfigError};
 pub use store::{AgentRecord, Ingested, Store, StoreError};
 
-use crate::auth::Authenticator;
+use callkpi_proto::pb;
+
+use crate::auth::{Authenticator, ReaderAuth};
 use crate::config::Resolved;
 use crate::ingest::{IngestService, IngestState, Limits};
 use crate::metrics::{HttpState, Metrics};
@@ -149,8 +154,14 @@ impl Aggregator {
             tracker.clone(),
         ));
 
+        let follower = reports::KpiFollower::new(store.clone());
+        tracker.spawn(Arc::clone(&follower).run(stop.clone()));
+        let reports_service = reports::ReportsService::new(follower, ReaderAuth::new(resolved.readers.clone()))
+            .into_server(cfg.max_message_bytes);
+
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IngestService>().await;
+        health.set_serving::<pb::reports_server::ReportsServer<reports::ReportsService>>().await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(callkpi_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -181,6 +192,7 @@ impl Aggregator {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(IngestService::new(state))
+            .add_service(reports_service)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(grpc).with_nodelay(Some(true)),
                 stop.clone().cancelled_owned(),

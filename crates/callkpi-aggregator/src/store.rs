@@ -180,6 +180,10 @@ pub struct AgentRecord {
     pub events_quarantined: u64,
     /// Seqs declared absent by the agent (dropped by its spool's byte cap).
     pub events_lost: u64,
+    /// Highest seq in the agent's spool at its last Hello or Heartbeat: when
+    /// it is at or below `hwm`, the agent had delivered everything it had
+    /// at `last_seen_ns` (reports use this for completeness).
+    pub spool_last_seq: u64,
 }
 
 /// "Agent X now durably holds every seq up to N": sent after each ingest's

@@ -31,6 +31,21 @@ pub struct AnalyzeArgs {
     /// Raw Asterisk Manager Interface transcript (what a TCP client received); repeatable.
     #[arg(long = "ami", value_name = "PATH")]
     pub amis: Vec<PathBuf>,
+    /// What to report and how.
+    #[command(flatten)]
+    pub report: ReportOptions,
+    /// Site name given to the events of these files.
+    #[arg(long, default_value = "default")]
+    pub site: String,
+    /// Time zone of datetimes in a CSV queue_log export that carry no offset.
+    #[arg(long = "queue-log-tz", default_value = "UTC")]
+    pub queue_log_tz: String,
+}
+
+/// Report options shared by `analyze` and `report`: the same names, values
+/// and defaults, so both give the same rows for the same data.
+#[derive(Debug, Clone, Args)]
+pub struct ReportOptions {
     /// Row interval: 15m, 30m, 1h, 1d or all.
     #[arg(long, default_value = "15m", value_parser = parse_interval)]
     pub interval: Interval,
@@ -59,12 +74,6 @@ pub struct AnalyzeArgs {
     /// Whether a transfer to another agent means not resolved at first contact.
     #[arg(long = "fcr-transfer-breaks", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub fcr_transfer_breaks: bool,
-    /// Site name given to the events of these files.
-    #[arg(long, default_value = "default")]
-    pub site: String,
-    /// Time zone of datetimes in a CSV queue_log export that carry no offset.
-    #[arg(long = "queue-log-tz", default_value = "UTC")]
-    pub queue_log_tz: String,
     /// Only rows from this instant (RFC 3339).
     #[arg(long)]
     pub from: Option<jiff::Timestamp>,
@@ -155,7 +164,7 @@ fn nanos(t: jiff::Timestamp) -> i64 {
 ///
 /// # Errors
 /// [`UsageError`] when a value is invalid (unknown time zone, no threshold).
-pub fn params(a: &AnalyzeArgs) -> Result<KpiParams, UsageError> {
+pub fn params(a: &ReportOptions) -> Result<KpiParams, UsageError> {
     callkpi_core::time::parse_tz(&a.tz).map_err(UsageError)?;
     if a.sl_thresholds.is_empty() {
         return Err(UsageError("--sl-threshold needs at least one value".into()));
@@ -179,7 +188,7 @@ pub fn params(a: &AnalyzeArgs) -> Result<KpiParams, UsageError> {
 /// # Errors
 /// When no input is given, a file cannot be read, or an option is invalid.
 pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
-    let params = params(a)?;
+    let params = params(&a.report)?;
     if a.queue_logs.is_empty() && a.amis.is_empty() {
         return Err(UsageError("give at least one input: --queue-log PATH or --ami PATH".into()).into());
     }
@@ -249,5 +258,5 @@ pub fn ingest_all(engine: &mut Engine, events: Vec<FeedEvent>, agent_id: &str, s
 /// As [`run`], and on write errors.
 pub fn main(a: &AnalyzeArgs) -> anyhow::Result<()> {
     let out = run(a)?;
-    output::write(&out, a.format, &mut std::io::stdout().lock())
+    output::write(&out, a.report.format, &mut std::io::stdout().lock())
 }

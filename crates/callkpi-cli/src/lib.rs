@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`analyze`]: offline analysis of PBX logs through the KPI engine.
+//! - [`report`]: the same report asked of a running aggregator.
 //! - [`output`]: tables, CSV and JSON.
 
 pub mod analyze;
 pub mod output;
+pub mod report;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use callkpi_cli::analyze;
+use callkpi_cli::{analyze, report};
 
 /// Contact-centre KPIs from the telephone system itself.
 #[derive(Debug, Parser)]
@@ -28,6 +28,8 @@ enum LogFormat {
 enum Command {
     /// Compute KPIs from queue_log and AMI files, offline, with the engine the aggregator runs.
     Analyze(analyze::AnalyzeArgs),
+    /// The same report from a running aggregator (gRPC Reports.GetKpis), same options and formats.
+    Report(report::ReportArgs),
 }
 
 /// EX_USAGE from sysexits.h: bad option values.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
     init_tracing(cli.log_format);
     let result = match &cli.command {
         Command::Analyze(a) => analyze::main(a),
+        Command::Report(a) => report::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

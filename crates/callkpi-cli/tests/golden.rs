@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use callkpi_cli::analyze::{AnalyzeArgs, AnalyzeOutput, Groups, SlFormulaArg, run};
+use callkpi_cli::analyze::{AnalyzeArgs, AnalyzeOutput, Groups, ReportOptions, SlFormulaArg, run};
 use callkpi_cli::output::Format;
 use callkpi_core::params::GroupBy;
 use callkpi_core::report::Kpis;
@@ -39,19 +39,21 @@ fn analyze(feed: Feed, by: Vec<GroupBy>, formula: SlFormulaArg) -> AnalyzeOutput
     let args = AnalyzeArgs {
         queue_logs,
         amis,
-        interval: Interval::All,
-        by: Groups(by),
-        tz: "UTC".into(),
-        format: Format::Json,
-        sl_thresholds: vec![20, 30],
-        sl_formula: formula,
-        short_abandon: 0,
-        fcr_window: 3600,
-        fcr_transfer_breaks: false,
+        report: ReportOptions {
+            interval: Interval::All,
+            by: Groups(by),
+            tz: "UTC".into(),
+            format: Format::Json,
+            sl_thresholds: vec![20, 30],
+            sl_formula: formula,
+            short_abandon: 0,
+            fcr_window: 3600,
+            fcr_transfer_breaks: false,
+            from: None,
+            to: None,
+        },
         site: "run-a".into(),
         queue_log_tz: "UTC".into(),
-        from: None,
-        to: None,
     };
     run(&args).unwrap()
 }

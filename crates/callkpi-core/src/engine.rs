@@ -89,6 +89,10 @@ pub struct Engine {
     store: CounterSet,
     clock: Option<UnixNanos>,
     first: Option<UnixNanos>,
+    /// Latest KPI time seen per site: presence (logged-in time) is counted
+    /// up to it, so a site's figures depend on its data, not on when they
+    /// are computed.
+    site_clock: HashMap<String, UnixNanos>,
     dirty_calls: HashSet<CallKey>,
     dirty_agents: HashSet<AgentKey>,
     dirty_callers: HashSet<CallerKey>,
@@ -111,6 +115,12 @@ impl Engine {
     /// Returns false when the event was already known (a duplicate).
     pub fn ingest(&mut self, ev: Event) -> bool {
         let t = ev.kpi_time();
+        match self.site_clock.get_mut(&ev.site) {
+            Some(c) => *c = (*c).max(t),
+            None => {
+                self.site_clock.insert(ev.site.clone(), t);
+            }
+        }
         let site = ev.site.clone();
         match &ev.kind {
             EventKind::AgentState { agent, queue, state } => {
@@ -313,7 +323,10 @@ impl Engine {
             self.agent_queues.get(key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
         let from = self.queue_start.get(&key.0).copied().or(self.first).unwrap_or(now);
         let log = self.agents.entry(key.clone()).or_default();
-        let set = agent::contribution(&key.0, &key.1, &mut log.changes, &queues, from, now);
+        // Presence runs to the site's latest event (at most `now`): data, not
+        // the wall clock, decides it, so offline and live agree.
+        let until = self.site_clock.get(&key.0).copied().unwrap_or(now).min(now);
+        let set = agent::contribution(&key.0, &key.1, &mut log.changes, &queues, from, until);
         self.store.add(&log.contribution, -1);
         self.store.add(&set, 1);
         log.contribution = set;
@@ -339,7 +352,9 @@ impl Engine {
     /// # Errors
     /// When the report's time zone is unknown.
     pub fn report(&self, params: &KpiParams, watermarks: &[Watermark]) -> Result<Report, String> {
-        let now = self.clock.unwrap_or(0);
+        // "Now" is what the last refresh was told (the wall clock, live), and
+        // at least the latest event time (offline).
+        let now = self.clock.unwrap_or(0).max(self.last_refresh.unwrap_or(i64::MIN));
         report::build(&self.store, params, now, self.first.unwrap_or(now), self.sealed, watermarks)
     }
 
