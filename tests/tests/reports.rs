@@ -99,3 +99,59 @@ fn readers_need_their_own_credentials() {
     assert!(rows(&out).is_empty(), "an empty aggregator has no rows");
     agg.terminate(Duration::from_secs(15));
 }
+
+#[test]
+fn watch_kpis_pushes_a_change_within_seconds() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    std::fs::write(&file, b"").unwrap();
+    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &s.queue_log_source(&file));
+    let mut agg = s.aggregator();
+    let mut agent = s.agent(&cfg);
+    let server = format!("http://127.0.0.1:{}", s.grpc);
+    let mut watch = Command::new(bin_dir().join("callkpi"))
+        .args(["watch", "--server", &server, "--token", TOKEN_READER, "--format", "json", "--count", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("callkpi watch");
+    let (tx, rx) = mpsc::channel::<Value>();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).expect("a JSON snapshot")).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(20)).expect("a first snapshot");
+    let queue = |snap: &Value| snap["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "support").cloned();
+    assert!(queue(&first).is_none_or(|q| q["calls_waiting"] == 0), "{first}");
+
+    // A caller enters the support queue now.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    writeln!(f, "{now}|live-1|support|NONE|ENTERQUEUE||0611223344|1").unwrap();
+    let started = std::time::Instant::now();
+    let second = rx.recv_timeout(Duration::from_secs(10)).expect("a snapshot after the caller entered");
+    let latency = started.elapsed();
+    let q = queue(&second).unwrap_or_else(|| panic!("support appears: {second}"));
+    assert_eq!(q["calls_waiting"], 1, "{second}");
+
+    // An agent answers: nobody waits, one answered today.
+    writeln!(f, "{}|live-1|support|Alice|CONNECT|2|live-1.2|1", now + 2).unwrap();
+    let third = rx.recv_timeout(Duration::from_secs(10)).expect("a snapshot after the answer");
+    let q = queue(&third).unwrap();
+    assert_eq!(q["calls_waiting"], 0, "{third}");
+    assert_eq!(q["answered_today"], 1, "{third}");
+    assert_eq!(q["agents_busy"], 1, "{third}");
+    assert!(latency < Duration::from_secs(10), "change pushed in {latency:?}");
+    let status = watch.wait().unwrap();
+    assert!(status.success(), "watch exits after --count snapshots");
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+}

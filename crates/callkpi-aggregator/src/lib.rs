@@ -156,8 +156,9 @@ impl Aggregator {
 
         let follower = reports::KpiFollower::new(store.clone());
         tracker.spawn(Arc::clone(&follower).run(stop.clone()));
-        let reports_service = reports::ReportsService::new(follower, ReaderAuth::new(resolved.readers.clone()))
-            .into_server(cfg.max_message_bytes);
+        let reports_service =
+            reports::ReportsService::new(follower, ReaderAuth::new(resolved.readers.clone()), stop.clone())
+                .into_server(cfg.max_message_bytes);
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<IngestService>().await;

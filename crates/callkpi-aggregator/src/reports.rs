@@ -13,8 +13,11 @@
 //! the aggregator's clock with the agent's measured offset). A row is
 //! complete when every known agent has delivered past its end.
 //!
-//! Only `GetKpis` and `ListAgents` are implemented; `WatchKpis`, `ListCalls`
-//! and `GetCall` answer UNIMPLEMENTED for now.
+//! `WatchKpis` pushes a [`pb::LiveSnapshot`] whenever it changes (checked
+//! after every ingest and at least every `min_interval_ms`, default 1 s):
+//! callers waiting, longest wait, agents by activity, and today's service
+//! level and abandonment per queue in the asked time zone. `ListCalls` and
+//! `GetCall` answer UNIMPLEMENTED for now.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -139,6 +142,100 @@ impl KpiFollower {
     }
 }
 
+impl KpiFollower {
+    /// The live snapshot as of `now_ns`. Blocking.
+    ///
+    /// # Errors
+    /// When the store cannot be read or the zone is unknown.
+    pub fn live(&self, q: &pb::LiveQuery, now_ns: i64) -> Result<pb::LiveSnapshot, String> {
+        use callkpi_core::live::Activity;
+        use callkpi_core::params::GroupBy;
+        use callkpi_core::time::{Interval, interval_start, parse_tz};
+        self.catch_up().map_err(|e| e.to_string())?;
+        let records = self.store.agents().map_err(|e| e.to_string())?;
+        let watermarks: Vec<Watermark> = records.iter().map(delivered_until).collect();
+        let time_zone = if q.time_zone.is_empty() { "UTC".to_owned() } else { q.time_zone.clone() };
+        let tz = parse_tz(&time_zone)?;
+        let thresholds = if q.sl_thresholds_s.is_empty() { vec![20] } else { q.sl_thresholds_s.clone() };
+        let params = KpiParams {
+            from: Some(interval_start(now_ns, Interval::Day, &tz)),
+            to: Some(now_ns.saturating_add(1)),
+            interval: Interval::All,
+            group_by: vec![GroupBy::Queue],
+            time_zone,
+            sl_thresholds_s: thresholds,
+            ..KpiParams::default()
+        };
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.engine.refresh(Some(now_ns), false);
+        let today = st.engine.report(&params, &watermarks)?;
+        let (queues, agents) = st.engine.live();
+        drop(st);
+        let wanted = |queue: &str| q.queues.is_empty() || q.queues.iter().any(|w| w == queue);
+        let mut out: std::collections::BTreeMap<String, pb::QueueLive> = queues
+            .into_iter()
+            .filter(|lq| wanted(&lq.queue))
+            .map(|lq| {
+                let live = pb::QueueLive {
+                    queue: lq.queue.clone(),
+                    calls_waiting: lq.waiting,
+                    longest_wait_s: lq.longest_wait_ns as f64 / 1e9,
+                    agents_available: lq.available,
+                    agents_busy: lq.busy,
+                    agents_paused: lq.paused,
+                    agents_wrapup: lq.wrap_up,
+                    ..Default::default()
+                };
+                (lq.queue, live)
+            })
+            .collect();
+        for row in today.rows {
+            let Some(Some(queue)) = row.group.get("queue").cloned() else { continue };
+            if !wanted(&queue) {
+                continue;
+            }
+            let e = out.entry(queue.clone()).or_insert_with(|| pb::QueueLive { queue, ..Default::default() });
+            e.service_level_today_pct =
+                row.kpis.service_level_pct.iter().filter_map(|(t, v)| Some((t.parse().ok()?, (*v)?))).collect();
+            e.abandonment_today_pct = row.kpis.abandonment_rate_pct;
+            e.offered_today = row.kpis.offered;
+            e.answered_today = row.kpis.answered;
+        }
+        let agents = if q.include_agents {
+            agents
+                .into_iter()
+                .filter(|a| q.sites.is_empty() || q.sites.contains(&a.site))
+                .map(|a| {
+                    let (activity, call_id, pause_reason) = match a.activity {
+                        Activity::LoggedOut => (pb::AgentActivity::LoggedOut, None, String::new()),
+                        Activity::Available => (pb::AgentActivity::Available, None, String::new()),
+                        Activity::Talking { call_id } => (pb::AgentActivity::Talking, Some(call_id), String::new()),
+                        Activity::WrapUp => (pb::AgentActivity::WrapUp, None, String::new()),
+                        Activity::Paused { reason } => (pb::AgentActivity::Paused, None, reason),
+                    };
+                    pb::AgentLive {
+                        agent: a.agent,
+                        site: a.site,
+                        activity: activity as i32,
+                        since_ns: 0,
+                        pause_reason,
+                        queue: a.queues.into_iter().next(),
+                        call_id,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let behind = watermarks
+            .iter()
+            .filter(|w| w.delivered_until < now_ns - 60 * 1_000_000_000)
+            .map(|w| pb::AgentLag { agent_id: w.agent_id.clone(), lag_s: (now_ns - w.delivered_until) as f64 / 1e9 })
+            .collect();
+        Ok(pb::LiveSnapshot { at_ns: now_ns, queues: out.into_values().collect(), behind, agents })
+    }
+}
+
 /// How far an agent is known to have delivered, on the aggregator's clock.
 fn delivered_until(a: &AgentRecord) -> Watermark {
     let until = if a.spool_last_seq <= a.hwm {
@@ -156,6 +253,7 @@ pub struct ReportsService {
     follower: Arc<KpiFollower>,
     readers: ReaderAuth,
     defaults: KpiParams,
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for ReportsService {
@@ -165,8 +263,8 @@ impl std::fmt::Debug for ReportsService {
 }
 
 impl ReportsService {
-    pub(crate) fn new(follower: Arc<KpiFollower>, readers: ReaderAuth) -> Self {
-        Self { follower, readers, defaults: KpiParams::default() }
+    pub(crate) fn new(follower: Arc<KpiFollower>, readers: ReaderAuth, shutdown: CancellationToken) -> Self {
+        Self { follower, readers, defaults: KpiParams::default(), shutdown }
     }
 
     /// The tonic server for this service.
@@ -203,8 +301,59 @@ impl pb::reports_server::Reports for ReportsService {
     type WatchKpisStream = LiveStream;
 
     async fn watch_kpis(&self, request: Request<pb::LiveQuery>) -> Result<Response<Self::WatchKpisStream>, Status> {
-        self.reader(&request)?;
-        Err(Status::unimplemented("WatchKpis is not implemented yet"))
+        let reader = self.reader(&request)?;
+        let query = request.into_inner();
+        callkpi_core::time::parse_tz(if query.time_zone.is_empty() { "UTC" } else { &query.time_zone })
+            .map_err(Status::invalid_argument)?;
+        let period = std::time::Duration::from_millis(u64::from(query.min_interval_ms.max(200)).min(60_000));
+        let period = if query.min_interval_ms == 0 { std::time::Duration::from_secs(1) } else { period };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let follower = Arc::clone(&self.follower);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut notified = follower.store.subscribe();
+            let mut last: Option<pb::LiveSnapshot> = None;
+            loop {
+                let f = Arc::clone(&follower);
+                let q = query.clone();
+                let snap = tokio::task::spawn_blocking(move || f.live(&q, crate::now_ns())).await;
+                let snap = match snap {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(Status::internal(e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                // Pushed on change: the same figures are not sent twice.
+                let changed = last.as_ref().is_none_or(|l| {
+                    let mut a = l.clone();
+                    a.at_ns = snap.at_ns;
+                    a != snap
+                });
+                if changed {
+                    if tx.send(Ok(snap.clone())).await.is_err() {
+                        tracing::debug!(%reader, "WatchKpis client went away.");
+                        return;
+                    }
+                    last = Some(snap);
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tx.closed() => return,
+                    () = tokio::time::sleep(period) => {}
+                    r = notified.recv() => {
+                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn list_calls(&self, request: Request<pb::CallQuery>) -> Result<Response<pb::CallList>, Status> {

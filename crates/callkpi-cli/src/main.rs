@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use callkpi_cli::{analyze, report};
+use callkpi_cli::{analyze, report, watch};
 
 /// Contact-centre KPIs from the telephone system itself.
 #[derive(Debug, Parser)]
@@ -30,6 +30,8 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// The same report from a running aggregator (gRPC Reports.GetKpis), same options and formats.
     Report(report::ReportArgs),
+    /// Live per-queue figures from a running aggregator (gRPC Reports.WatchKpis), redrawn in place.
+    Watch(watch::WatchArgs),
 }
 
 /// EX_USAGE from sysexits.h: bad option values.
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Analyze(a) => analyze::main(a),
         Command::Report(a) => report::main(a),
+        Command::Watch(a) => watch::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -358,6 +358,21 @@ impl Engine {
         report::build(&self.store, params, now, self.first.unwrap_or(now), self.sealed, watermarks)
     }
 
+    /// Live view as of the last refresh: callers waiting per queue and what
+    /// each agent is doing.
+    pub fn live(&self) -> (Vec<crate::live::LiveQueue>, Vec<crate::live::LiveAgent>) {
+        let now = self.clock.unwrap_or(0).max(self.last_refresh.unwrap_or(i64::MIN));
+        let open = self.open_calls.iter().filter_map(|k| self.calls.get(k)).filter_map(|c| c.record.as_ref());
+        let mut keys: BTreeSet<&AgentKey> = self.agents.keys().collect();
+        keys.extend(self.agent_queues.keys());
+        let agents = keys.into_iter().map(|k| {
+            let changes = self.agents.get(k).map_or(&[][..], |l| l.changes.as_slice());
+            let inferred = self.agent_queues.get(k).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            (k.0.as_str(), k.1.as_str(), changes, inferred)
+        });
+        crate::live::build(open, agents, now)
+    }
+
     /// Number of calls still open.
     pub fn open_calls(&self) -> usize {
         self.open_calls.len()

@@ -8,6 +8,7 @@
 //! - [`agent`]: agent presence (logged-in, paused) over time.
 //! - [`counters`]: additive primitive counters per quarter hour and group.
 //! - [`engine`]: the incremental engine that keeps the counters current.
+//! - [`live`]: callers waiting and agent activity now, for wallboards.
 //! - [`params`]: report parameters (thresholds, formula variants).
 //! - [`report`]: rows and KPIs as pure functions of counters and parameters.
 //! - [`time`]: quarter-hour buckets and DST-correct local intervals.
@@ -17,6 +18,7 @@ pub mod call;
 pub mod counters;
 pub mod engine;
 pub mod event;
+pub mod live;
 pub mod params;
 pub mod report;
 pub mod time;

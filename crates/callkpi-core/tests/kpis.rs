@@ -474,3 +474,32 @@ fn completeness_names_agents_behind() {
     assert!((r.rows[1].behind[0].lag_s - 890.0).abs() < 1e-9);
     assert!(r.rows[1].flags.contains(&"interval_in_progress".to_string()));
 }
+
+#[test]
+fn live_view_shows_waiting_callers_and_agent_activity() {
+    use callkpi_core::live::Activity;
+    let mut s = Script::new();
+    let state =
+        |agent: &str, st: AgentState| EventKind::AgentState { agent: agent.into(), queue: Some("q".into()), state: st };
+    s.at(0.0, "", state("A", AgentState::Login));
+    s.at(0.0, "", state("B", AgentState::Login));
+    s.at(0.0, "", state("C", AgentState::Login));
+    s.at(10.0, "", state("C", AgentState::Paused { reason: "lunch".into() }));
+    s.join(20.0, "c1", "q", "0611").answer(25.0, "c1", "q", "A");
+    s.join(40.0, "c2", "q", "0612");
+    s.join(50.0, "c3", "q", "0613");
+    let mut e = Engine::new(EngineConfig::default());
+    for ev in &s.events {
+        e.ingest(ev.clone());
+    }
+    e.refresh(Some((T0 + 70) * NANOS_PER_SEC), false);
+    let (queues, agents) = e.live();
+    assert_eq!(queues.len(), 1);
+    let q = &queues[0];
+    assert_eq!((q.waiting, q.available, q.busy, q.paused), (2, 1, 1, 1));
+    assert_eq!(q.longest_wait_ns, 30 * NANOS_PER_SEC);
+    let by: std::collections::BTreeMap<_, _> = agents.iter().map(|a| (a.agent.as_str(), &a.activity)).collect();
+    assert_eq!(by["A"], &Activity::Talking { call_id: "c1".into() });
+    assert_eq!(by["B"], &Activity::Available);
+    assert_eq!(by["C"], &Activity::Paused { reason: "lunch".into() });
+}

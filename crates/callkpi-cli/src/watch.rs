@@ -1,0 +1,140 @@
+//! `callkpi watch`: live per-queue figures from a running aggregator
+//! (`Reports.WatchKpis`), redrawn in place on a terminal, or one JSON object
+//! per snapshot for scripts.
+
+use std::io::Write;
+
+use anyhow::Context as _;
+use callkpi_proto::pb;
+use clap::{Args, ValueEnum};
+use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use serde_json::json;
+
+use crate::report::{Connection, connect};
+
+/// Options of `callkpi watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Where and how to connect.
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Only these queues (repeatable); all by default.
+    #[arg(long = "queue")]
+    pub queues: Vec<String>,
+    /// Service level thresholds, seconds, comma separated.
+    #[arg(long = "sl-threshold", value_delimiter = ',', default_value = "20")]
+    pub sl_thresholds: Vec<u32>,
+    /// Time zone of "today".
+    #[arg(long = "tz", default_value = "UTC")]
+    pub tz: String,
+    /// Output: a table redrawn in place, or JSON lines.
+    #[arg(long, value_enum, default_value_t = WatchFormat::Table)]
+    pub format: WatchFormat,
+    /// Exit after this many snapshots (0 = until interrupted).
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+}
+
+/// `watch` output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WatchFormat {
+    /// A table, redrawn in place.
+    Table,
+    /// One JSON object per snapshot.
+    Json,
+}
+
+/// A snapshot as JSON (field names as in `reports.proto`).
+pub fn snapshot_json(s: &pb::LiveSnapshot) -> serde_json::Value {
+    json!({
+        "at_ns": s.at_ns,
+        "queues": s.queues.iter().map(|q| json!({
+            "queue": q.queue,
+            "calls_waiting": q.calls_waiting,
+            "longest_wait_s": q.longest_wait_s,
+            "agents_available": q.agents_available,
+            "agents_busy": q.agents_busy,
+            "agents_paused": q.agents_paused,
+            "agents_wrapup": q.agents_wrapup,
+            "service_level_today_pct": q.service_level_today_pct.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "abandonment_today_pct": q.abandonment_today_pct,
+            "offered_today": q.offered_today,
+            "answered_today": q.answered_today,
+        })).collect::<Vec<_>>(),
+        "behind": s.behind.iter().map(|b| json!({"agent_id": b.agent_id, "lag_s": b.lag_s})).collect::<Vec<_>>(),
+    })
+}
+
+fn table(s: &pb::LiveSnapshot, thresholds: &[u32]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    let mut header = vec!["queue".to_owned(), "waiting".into(), "longest s".into()];
+    header.extend(thresholds.iter().map(|th| format!("SL{th}s today %")));
+    header.extend(["aband. today %", "offered", "avail", "busy", "wrap", "paused"].map(str::to_owned));
+    t.set_header(header);
+    for q in &s.queues {
+        let mut row =
+            vec![Cell::new(&q.queue), Cell::new(q.calls_waiting), Cell::new(format!("{:.0}", q.longest_wait_s))];
+        for th in thresholds {
+            row.push(Cell::new(q.service_level_today_pct.get(th).map_or(String::new(), |v| format!("{v:.1}"))));
+        }
+        row.push(Cell::new(q.abandonment_today_pct.map_or(String::new(), |v| format!("{v:.1}"))));
+        for n in [
+            q.offered_today,
+            u64::from(q.agents_available),
+            u64::from(q.agents_busy),
+            u64::from(q.agents_wrapup),
+            u64::from(q.agents_paused),
+        ] {
+            row.push(Cell::new(n));
+        }
+        t.add_row(row.into_iter().map(|c| c.set_alignment(CellAlignment::Right)).collect::<Vec<_>>());
+    }
+    let mut out = t.to_string();
+    for b in &s.behind {
+        out.push_str(&format!("\n! {} has not delivered for {:.0} s", b.agent_id, b.lag_s));
+    }
+    out
+}
+
+/// Streams snapshots to stdout.
+///
+/// # Errors
+/// On bad options, a connection failure or a refusal.
+pub async fn run(a: &WatchArgs) -> anyhow::Result<()> {
+    let mut client = connect(&a.conn).await?;
+    let query = pb::LiveQuery {
+        queues: a.queues.clone(),
+        sites: Vec::new(),
+        min_interval_ms: 500,
+        sl_thresholds_s: a.sl_thresholds.clone(),
+        time_zone: a.tz.clone(),
+        include_agents: false,
+    };
+    let mut stream =
+        client.watch_kpis(query).await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?.into_inner();
+    let mut seen = 0;
+    let mut stdout = std::io::stdout().lock();
+    while let Some(snap) = stream.message().await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))? {
+        match a.format {
+            WatchFormat::Json => writeln!(stdout, "{}", snapshot_json(&snap))?,
+            // Home the cursor and clear, then draw: the table redraws in place.
+            WatchFormat::Table => writeln!(stdout, "\x1b[H\x1b[2J{}", table(&snap, &a.sl_thresholds))?,
+        }
+        stdout.flush()?;
+        seen += 1;
+        if a.count > 0 && seen >= a.count {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `watch`.
+///
+/// # Errors
+/// As [`run`].
+pub fn main(a: &WatchArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a runtime")?;
+    rt.block_on(run(a))
+}
