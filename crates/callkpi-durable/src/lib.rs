@@ -9,9 +9,13 @@
 //!   `pagecache/iobuf.rs`, sled issue 1452). That pushes the pages to the
 //!   device but neither flushes the device's write cache nor persists the
 //!   file's metadata (its new length), so a power cut can still lose
-//!   "flushed" data. [`Durable::sync`] calls `flush()` and then
-//!   `fdatasync` on sled's data file, which does both. Data written before a
-//!   returned `sync()` survives a power cut; data after it may not.
+//!   "flushed" data. Worse, a log item larger than about 128 KiB (a big
+//!   value, or a leaf node holding many values when sled rewrites it) goes
+//!   to its own file under `blobs/`, written with no sync at all.
+//!   [`Durable::sync`] calls `flush()`, then `fdatasync` on every blob file
+//!   not yet synced and on the `blobs` directory, then on sled's data file.
+//!   Data written before a returned `sync()` survives a power cut; data
+//!   after it may not.
 //! - **A corrupt or truncated store makes `open` fail** (or panic inside
 //!   sled). [`Durable::open`] then moves the directory aside to
 //!   `<dir>.quarantine-<unix seconds>` and starts an empty store, so the
@@ -107,6 +111,8 @@ fn source_error(dir: &Path, e: sled::Error) -> DurableError {
 pub struct Durable {
     db: sled::Db,
     path: PathBuf,
+    /// Blob files already synced (sled never rewrites a blob in place).
+    synced_blobs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>>,
 }
 
 impl Durable {
@@ -150,7 +156,7 @@ impl Durable {
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cfg.open()))
             .map_err(|_| OpenFailure::Unreadable("sled panicked while opening".to_owned()))?;
         let db = opened.map_err(OpenFailure::classify)?;
-        let store = Durable { db, path: dir.to_owned() };
+        let store = Durable { db, path: dir.to_owned(), synced_blobs: Default::default() };
         // Make the files' creation itself durable.
         store.sync().map_err(|e| OpenFailure::Unreadable(e.to_string()))?;
         if let Ok(d) = File::open(dir) {
@@ -177,6 +183,7 @@ impl Durable {
     /// successful `sync` may be considered durable.
     pub fn sync(&self) -> Result<(), DurableError> {
         self.db.flush().map_err(|source| DurableError::Sled { path: self.path.clone(), source })?;
+        self.sync_blobs()?;
         let data = self.path.join("db");
         // fdatasync through any descriptor of the file flushes the file's
         // data and the metadata needed to read it back (its length).
@@ -186,6 +193,37 @@ impl Durable {
             source,
         })?;
         f.sync_data().map_err(|source| DurableError::Io { what: "fsync", path: data, source })
+    }
+
+    /// Syncs blob files written since the last sync, and the directory that
+    /// names them, before the log that points at them.
+    fn sync_blobs(&self) -> Result<(), DurableError> {
+        let dir = self.path.join("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(DurableError::Io { what: "listing", path: dir, source }),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut present = std::collections::HashSet::new();
+        let mut new_blobs = false;
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                let path = entry.path();
+                // A blob sled garbage-collected meanwhile needs no sync.
+                if let Ok(f) = File::open(&path) {
+                    f.sync_data().map_err(|source| DurableError::Io { what: "fsync", path, source })?;
+                    new_blobs = true;
+                }
+            }
+            present.insert(name);
+        }
+        *synced = present;
+        if new_blobs && let Ok(d) = File::open(&dir) {
+            d.sync_all().map_err(|source| DurableError::Io { what: "fsync", path: dir, source })?;
+        }
+        Ok(())
     }
 
     /// Bytes the store takes on disk.
@@ -210,6 +248,23 @@ mod tests {
         }
         let o = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(o.store.db().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn large_values_go_to_blobs_and_survive_reopen_after_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let big = vec![0x42u8; 300 * 1024];
+        {
+            let o = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap();
+            o.store.db().insert(b"big", big.clone()).unwrap();
+            o.store.sync().unwrap();
+            let blobs = std::fs::read_dir(path.join("blobs")).unwrap().count();
+            assert!(blobs > 0, "sled wrote the value as a blob file");
+            assert!(!o.store.synced_blobs.lock().unwrap().is_empty(), "and sync covered it");
+        }
+        let o = Durable::open(&path, DEFAULT_CACHE_BYTES).unwrap();
+        assert_eq!(o.store.db().get(b"big").unwrap().as_deref(), Some(&big[..]));
     }
 
     #[test]
