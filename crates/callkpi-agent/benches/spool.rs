@@ -14,14 +14,19 @@
 //!   `pb::Event` encodings are 100 bytes: seq assignment, encoding, one sled
 //!   batch, one sync. Building the inputs is the source's work and not timed.
 //!
+//! - `spool/read_range_1000x100B`: one `Spool::read_range` of 1000 of those
+//!   events (what the uplink does per batch), from rotating start seqs over
+//!   what the append bench stored: group lookups, decode checks, copies.
+//!
 //! - `sled/apply_batch_1000x100B_{no_sync,sync}`: sled alone, 1000 inserts
 //!   of 100-byte values in one batch, without and with `Durable::sync`:
-//!   where the spool's time goes.
+//!   where the spool's time went with one key per event (it now writes one
+//!   key per group of up to 4 KiB of events).
 //!
 //! Each iteration is 1000 events (`Throughput::Elements`), so criterion
 //! prints events/s for each; the ratio is spool / reference. Files live
 //! under `CARGO_TARGET_TMPDIR` (the target directory's disk, not a tmpfs).
-//! Short on purpose: 10 samples, about 15 s in all.
+//! Short on purpose: 10 samples, about 20 s in all.
 
 use std::hint::black_box;
 use std::io::{BufWriter, Write as _};
@@ -120,6 +125,17 @@ fn bench(c: &mut Criterion) {
     };
     group.bench_function("spool/append_1000x100B", |b| {
         b.iter_batched(inputs, |batch| spool.append(batch, None).expect("append"), BatchSize::PerIteration);
+    });
+    let held = spool.last_seq();
+    assert!(held > RECORDS as u64, "the append bench stored events to read");
+    let mut after = 0u64;
+    group.bench_function("spool/read_range_1000x100B", |b| {
+        b.iter(|| {
+            let range = spool.read_range(after, RECORDS, usize::MAX).expect("read").expect("a range");
+            assert_eq!(range.events.len(), RECORDS);
+            after = (after + 7 * RECORDS as u64 + 13) % (held - RECORDS as u64);
+            black_box(range)
+        });
     });
     drop(spool);
 

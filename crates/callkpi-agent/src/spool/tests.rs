@@ -99,6 +99,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The first seq of every stored group, and whether its value fits the
+/// group target.
+fn groups(spool: &Spool) -> Vec<(u64, bool)> {
+    let tree: &sled::Tree = spool.inner.store.db();
+    tree.range(group_key(0)..=group_key(u64::MAX))
+        .map(|item| {
+            let (k, v) = item.expect("scan");
+            (parse_seq_key(GROUP_TAG, &k).expect("a group key"), v.len() <= GROUP_TARGET_BYTES)
+        })
+        .collect()
+}
+
 fn stored(outcome: AppendOutcome) -> (u64, u64) {
     match outcome {
         AppendOutcome::Stored { first_seq, last_seq } => (first_seq, last_seq),
@@ -277,6 +289,31 @@ fn a_group_drops_across_its_own_requests() {
 }
 
 #[test]
+fn dropping_cuts_the_oldest_group_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = capped(dir.path(), 5);
+    {
+        let spool = open(&cfg);
+        spool.append(inputs(0..5, true), None).unwrap();
+        assert_eq!(groups(&spool), vec![(1, true)]);
+        // Two dropped, not the whole group: it is rewritten from seq 3.
+        stored(spool.append(inputs(5..7, false), None).unwrap());
+        assert_eq!(groups(&spool), vec![(3, true), (6, true)]);
+        assert_eq!(seqs(&spool), vec![3, 4, 5, 6, 7]);
+        // A partly acked group: its acked events are not dropped (or counted) again.
+        assert_eq!(spool.ack(4).unwrap(), 2);
+        stored(spool.append(inputs(7..10, false), None).unwrap());
+        assert_eq!(seqs(&spool), vec![6, 7, 8, 9, 10]);
+        assert_eq!(groups(&spool), vec![(6, true), (8, true)]);
+        let stats = spool.stats();
+        assert_eq!((stats.dropped_total, stats.depth, stats.bytes, stats.first_seq), (3, 5, 5 * cost(), 6));
+    }
+    let spool = open(&cfg);
+    assert_eq!(seqs(&spool), vec![6, 7, 8, 9, 10]);
+    assert_eq!((spool.stats().depth, spool.stats().bytes), (5, 5 * cost()));
+}
+
+#[test]
 fn the_reserve_lets_acks_and_checkpoints_work_when_full() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = capped(dir.path(), 4);
@@ -348,6 +385,195 @@ fn entries_that_do_not_decode_are_skipped_and_counted() {
     assert_eq!(spool.stats().decode_errors_total, 2);
     // The ack removes them like any other.
     assert_eq!(spool.ack(4).unwrap(), 4);
+}
+
+#[test]
+fn a_group_that_does_not_parse_is_one_lost_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg(dir.path());
+    {
+        let spool = open(&cfg);
+        spool.append(inputs(0..4, true), None).unwrap();
+        spool.append(inputs(4..6, true), None).unwrap();
+        spool.put_raw_group(5, &[FRAME_VERSION, 0, 200]);
+    }
+    let spool = open(&cfg);
+    let range = spool.read_range(0, 100, usize::MAX).unwrap().unwrap();
+    assert_eq!(range.events.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!((range.first_seq, range.last_seq), (1, 6));
+    assert_eq!(spool.stats().decode_errors_total, 1);
+    // Held and acked as one entry at its key's seq.
+    assert_eq!((spool.stats().depth, spool.stats().bytes), (5, 4 * cost() + entry_cost(3)));
+    assert_eq!(spool.ack(6).unwrap(), 5);
+    assert_eq!(groups(&spool), vec![]);
+}
+
+#[test]
+fn frames_round_trip_with_gaps_and_reject_damage() {
+    let mut framer = Framer::default();
+    let big = vec![7u8; GROUP_TARGET_BYTES + 10];
+    for (seq, event) in [(3, &b"abc"[..]), (4, b""), (300, b"x"), (301, &big[..]), (u64::MAX, b"z")] {
+        framer.push(seq, event);
+    }
+    let mut batch = sled::Batch::default();
+    assert_eq!(framer.write_to(&mut batch), 3, "the oversized event alone in its group");
+    let mut f = Framer::default();
+    f.push(3, b"abc");
+    f.push(4, b"");
+    f.push(300, b"x");
+    f.close();
+    let (key, frame) = f.frames.pop().unwrap();
+    assert_eq!(parse_seq_key(GROUP_TAG, &key), Some(3));
+    let entries = parse_frame(3, &frame).unwrap();
+    let got: Vec<(u64, &[u8])> = entries.iter().map(|e| (e.seq, &frame[e.start..e.end])).collect();
+    assert_eq!(got, vec![(3, &b"abc"[..]), (4, b""), (300, b"x")]);
+    assert!(parse_frame(4, &frame).is_some(), "the key decides the first seq");
+    assert!(parse_frame(3, &frame[..frame.len() - 1]).is_none(), "truncated");
+    assert!(parse_frame(3, &[FRAME_VERSION]).is_none(), "empty");
+    assert!(parse_frame(3, &[2, 0, 0]).is_none(), "unknown version");
+    assert!(parse_frame(3, &[FRAME_VERSION, 1, 0]).is_none(), "first entry not at the key");
+    assert!(parse_frame(u64::MAX, &[FRAME_VERSION, 0, 0, 0, 0]).is_none(), "seq overflow");
+    let mut v = Vec::new();
+    for n in [0, 1, 127, 128, 300, u64::MAX] {
+        v.clear();
+        put_varint(&mut v, n);
+        assert_eq!(v.len(), varint_len(n));
+        assert_eq!(take_varint(&mut v.as_slice()), Some(n));
+    }
+    assert_eq!(take_varint(&mut &[0xff; 10][..]), None);
+}
+
+#[test]
+fn a_commit_writes_few_bounded_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&cfg(dir.path()));
+    spool.append(inputs(0..1000, false), None).unwrap();
+    let held = groups(&spool);
+    assert!(held.iter().all(|&(_, fits)| fits));
+    let per_group = GROUP_TARGET_BYTES as u64 / (cost() - EVENT_OVERHEAD as u64 + 2);
+    assert_eq!(held.len() as u64, 1000_u64.div_ceil(per_group), "{held:?}");
+    assert_eq!(seqs(&spool), (1..=1000).collect::<Vec<_>>());
+    // A partly acked group stays, its acked events are never read again.
+    let first_group_end = held[1].0 - 1;
+    assert_eq!(spool.ack(first_group_end - 1).unwrap(), first_group_end - 1);
+    assert_eq!(groups(&spool).len(), held.len());
+    assert_eq!(
+        spool.read_batch(0, 2, usize::MAX).unwrap().iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![first_group_end, first_group_end + 1]
+    );
+    assert_eq!(spool.stats().first_seq, first_group_end);
+    assert_eq!(spool.ack(first_group_end).unwrap(), 1);
+    assert_eq!(groups(&spool).len(), held.len() - 1);
+}
+
+// === The first layout ===
+
+/// Writes events in the first layout, one key `e` + seq each, as an agent
+/// before groups did.
+fn put_legacy(spool: &Spool, events: impl IntoIterator<Item = (u64, Vec<u8>)>, next_seq: u64, acked_seq: u64) {
+    let tree: &sled::Tree = spool.inner.store.db();
+    for (seq, value) in events {
+        tree.insert(seq_key(LEGACY_EVENT_TAG, seq), value).unwrap();
+    }
+    tree.insert(META_NEXT_SEQ, &next_seq.to_be_bytes()).unwrap();
+    tree.insert(META_ACKED_SEQ, &acked_seq.to_be_bytes()).unwrap();
+    spool.flush().unwrap();
+}
+
+#[test]
+fn a_spool_of_per_event_keys_is_migrated_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg(dir.path());
+    let legacy: Vec<(u64, Vec<u8>)> = {
+        let spool = open(&cfg);
+        // 1 and 2 acked, 7 dropped by the cap, 9 corrupt: what an old spool may hold.
+        let mut legacy: Vec<(u64, Vec<u8>)> =
+            (1..=2500).filter(|&s| s != 7).map(|s| (s, spool.encode(s, input(s, true)))).collect();
+        legacy[7].1 = vec![0xff, 0xff];
+        put_legacy(&spool, legacy.clone(), 2501, 2);
+        legacy
+    };
+    let live: Vec<&(u64, Vec<u8>)> = legacy.iter().filter(|(s, _)| *s > 2).collect();
+    let expected: Vec<(u64, Vec<u8>)> = live.iter().filter(|(s, _)| *s != 9).map(|&e| e.clone()).collect();
+    let expected_bytes: u64 = live.iter().map(|(_, v)| entry_cost(v.len())).sum();
+
+    for _ in 0..2 {
+        let spool = open(&cfg);
+        let tree: &sled::Tree = spool.inner.store.db();
+        assert_eq!(tree.scan_prefix([LEGACY_EVENT_TAG]).count(), 0, "every legacy key migrated");
+        assert!(groups(&spool).iter().all(|&(_, fits)| fits));
+        assert!(groups(&spool).len() < 200);
+        // The same bytes, under the same seqs.
+        assert_eq!(spool.read_batch(0, usize::MAX, usize::MAX).unwrap(), expected);
+        let stats = spool.stats();
+        assert_eq!((stats.depth, stats.bytes, stats.first_seq, stats.last_seq), (2497, expected_bytes, 3, 2500));
+        assert_eq!((stats.acked_seq, stats.decode_errors_total), (2, 1));
+    }
+    let spool = open(&cfg);
+    assert_eq!(spool.ack(1000).unwrap(), 997);
+    assert_eq!(stored(spool.append(inputs(0..1, false), None).unwrap()), (2501, 2501));
+}
+
+#[test]
+fn a_half_migrated_spool_is_finished_at_open() {
+    // A crash during the migration leaves groups and legacy keys side by side.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg(dir.path());
+    let events = {
+        let spool = open(&cfg);
+        spool.append(inputs(0..5, false), None).unwrap();
+        let legacy: Vec<(u64, Vec<u8>)> = (6..=8).map(|s| (s, spool.encode(s, input(s, false)))).collect();
+        put_legacy(&spool, legacy, 9, 0);
+        spool.read_batch(0, usize::MAX, usize::MAX).unwrap()
+    };
+    let spool = open(&cfg);
+    let held = spool.read_batch(0, usize::MAX, usize::MAX).unwrap();
+    assert_eq!(held.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(held[..5], events[..]);
+    assert_eq!((spool.stats().depth, spool.last_seq()), (8, 8));
+}
+
+#[test]
+fn a_half_migrated_spool_never_gets_overlapping_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cfg(dir.path());
+    {
+        let spool = open(&cfg);
+        let legacy = [1, 2, 3, 8, 9].map(|s| (s, spool.encode(s, input(s, true))));
+        let mut framer = Framer::default();
+        for s in [5, 6] {
+            framer.push(s, &spool.encode(s, input(s, true)));
+        }
+        let mut batch = sled::Batch::default();
+        framer.write_to(&mut batch);
+        spool.inner.store.db().apply_batch(batch).unwrap();
+        put_legacy(&spool, legacy, 10, 0);
+    }
+    let spool = open(&cfg);
+    assert_eq!(seqs(&spool), vec![1, 2, 3, 5, 6, 8, 9]);
+    assert_eq!(groups(&spool).iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 5, 8]);
+}
+
+#[test]
+fn a_read_overlapping_a_cut_returns_each_event_once() {
+    // What a scan may see while a commit cuts the oldest group: the group
+    // before the cut and its rest under the new key.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&cfg(dir.path()));
+    spool.append(inputs(0..5, false), None).unwrap();
+    spool.append(inputs(5..7, false), None).unwrap();
+    let all = spool.read_batch(0, usize::MAX, usize::MAX).unwrap();
+    let mut framer = Framer::default();
+    for (seq, bytes) in &all[2..5] {
+        framer.push(*seq, bytes);
+    }
+    let mut batch = sled::Batch::default();
+    framer.write_to(&mut batch);
+    spool.inner.store.db().apply_batch(batch).unwrap();
+    assert_eq!(groups(&spool).iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 3, 6]);
+    assert_eq!(spool.read_batch(0, usize::MAX, usize::MAX).unwrap(), all);
+    assert_eq!(spool.read_batch(3, usize::MAX, usize::MAX).unwrap(), all[3..]);
+    assert_eq!(spool.stats().decode_errors_total, 0);
 }
 
 #[test]
