@@ -285,3 +285,40 @@ fn queue_log_rotation_and_truncation_mid_stream_lose_and_repeat_nothing() {
     assert!(text.contains("callkpi_source_rotations_total"), "rotation counter exported");
     assert_exactly(&s.stored("agent-a"), &written);
 }
+
+#[test]
+fn spool_status_reports_depth_checkpoints_and_refuses_a_spool_in_use() {
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    std::fs::copy(fixture("asterisk/run-a/queue_log"), &file).unwrap();
+    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &s.queue_log_source(&file));
+    let mut agent = s.agent(&cfg);
+    let n = queue_log_signatures(&std::fs::read(&file).unwrap()).len();
+    let spooled = eventually(Duration::from_secs(20), || {
+        http_get(s.agent_http, "/metrics")
+            .and_then(|t| metric(&t, "callkpi_spool_last_seq"))
+            .filter(|v| *v as usize == n)
+    });
+    assert!(spooled.is_some());
+    let spool = s.path("spool-agent-a");
+    let status = |spool: &std::path::Path| {
+        std::process::Command::new(bin_dir().join("callkpi"))
+            .args(["spool", "status", "--path", spool.to_str().unwrap(), "--format", "json"])
+            .output()
+            .unwrap()
+    };
+    let busy = status(&spool);
+    assert_eq!(busy.status.code(), Some(64), "a spool in use is refused");
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use"));
+    agent.kill9();
+    let out = eventually(Duration::from_secs(10), || Some(status(&spool)).filter(|o| o.status.success()))
+        .expect("spool status after the agent stopped");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["depth_events"], n as u64);
+    assert_eq!(doc["last_seq"], n as u64);
+    assert_eq!(doc["acked_seq"], 0);
+    assert_eq!(doc["agent_id"], "agent-a");
+    let len = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(doc["checkpoints"]["queue_log:ql"]["offset"], len, "{doc}");
+    assert!(doc["oldest_event_age_s"].as_f64().is_some_and(|a| a >= 0.0));
+}

@@ -173,7 +173,7 @@
 mod writer;
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -391,6 +391,17 @@ pub struct SpoolStats {
     pub decode_errors_total: u64,
     /// Where a corrupt previous spool was moved when this one was opened.
     pub quarantined: Option<PathBuf>,
+}
+
+/// What [`Spool::inspect`] read.
+#[derive(Debug, Clone)]
+pub struct SpoolInspection {
+    /// Identity the held events carry.
+    pub agent_id: String,
+    /// Counts and seqs.
+    pub stats: SpoolStats,
+    /// Source checkpoints: name and opaque value.
+    pub checkpoints: Vec<(String, Vec<u8>)>,
 }
 
 /// What [`Spool::open`] found.
@@ -707,6 +718,30 @@ impl Spool {
     /// or [`SpoolError::ForeignAgent`] when unacked events of another agent
     /// identity are held.
     pub fn open(cfg: &SpoolConfig, agent_id: &str, site: &str) -> Result<SpoolOpened, SpoolError> {
+        Self::open_as(cfg, Some(agent_id), site)
+    }
+
+    /// Opens a spool directory to report on it (`callkpi spool status`):
+    /// under the identity it already holds, so nothing is refused. It takes
+    /// the spool's lock: a running agent's spool answers
+    /// [`SpoolError::Durable`] with [`DurableError::InUse`].
+    ///
+    /// # Errors
+    /// As [`Spool::open`].
+    pub fn inspect(path: &Path) -> Result<SpoolInspection, SpoolError> {
+        let cfg = SpoolConfig { path: path.to_owned(), ..SpoolConfig::default() };
+        let opened = Self::open_as(&cfg, None, "")?;
+        let spool = opened.spool;
+        let tree: &sled::Tree = spool.inner.store.db();
+        let mut checkpoints = Vec::new();
+        for item in tree.scan_prefix([CHECKPOINT_TAG]) {
+            let (k, v) = item.map_err(SpoolError::sled("reading checkpoints"))?;
+            checkpoints.push((String::from_utf8_lossy(&k[1..]).into_owned(), v.to_vec()));
+        }
+        Ok(SpoolInspection { agent_id: spool.agent_id().to_owned(), stats: spool.stats(), checkpoints })
+    }
+
+    fn open_as(cfg: &SpoolConfig, agent_id: Option<&str>, site: &str) -> Result<SpoolOpened, SpoolError> {
         cfg.validate()?;
         let opened = Durable::open(&cfg.path, cfg.cache_bytes)?;
         let store = opened.store;
@@ -744,6 +779,9 @@ impl Spool {
 
         let stored_agent = tree.get(META_AGENT_ID).map_err(SpoolError::sled("reading meta"))?;
         let stored_agent = stored_agent.as_deref().map(|v| String::from_utf8_lossy(v).into_owned());
+        // Inspection takes the spool as it is.
+        let agent_id = agent_id.map_or_else(|| stored_agent.clone().unwrap_or_default(), str::to_owned);
+        let agent_id = agent_id.as_str();
         match stored_agent {
             Some(stored) if stored != agent_id && depth > 0 => {
                 return Err(SpoolError::ForeignAgent { stored, configured: agent_id.to_owned(), depth });

@@ -4,10 +4,12 @@
 //! # Layout
 //! - [`analyze`]: offline analysis of PBX logs through the KPI engine.
 //! - [`report`]: the same report asked of a running aggregator.
+//! - [`spool`]: what an agent's spool directory holds.
 //! - [`watch`]: live per-queue figures, redrawn in place.
 //! - [`output`]: tables, CSV and JSON.
 
 pub mod analyze;
 pub mod output;
 pub mod report;
+pub mod spool;
 pub mod watch;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use callkpi_cli::{analyze, report, watch};
+use callkpi_cli::{analyze, report, spool, watch};
 
 /// Contact-centre KPIs from the telephone system itself.
 #[derive(Debug, Parser)]
@@ -32,6 +32,9 @@ enum Command {
     Report(report::ReportArgs),
     /// Live per-queue figures from a running aggregator (gRPC Reports.WatchKpis), redrawn in place.
     Watch(watch::WatchArgs),
+    /// Inspect an agent's spool directory.
+    #[command(subcommand)]
+    Spool(spool::SpoolCommand),
 }
 
 /// EX_USAGE from sysexits.h: bad option values.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Analyze(a) => analyze::main(a),
         Command::Report(a) => report::main(a),
         Command::Watch(a) => watch::main(a),
+        Command::Spool(spool::SpoolCommand::Status(a)) => spool::status(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
