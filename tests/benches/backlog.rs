@@ -1,0 +1,377 @@
+//! The agent with a large backlog: its memory while it holds one and keeps
+//! capturing, and how fast it drains once the aggregator is back. Real
+//! release binaries on loopback, one queue_log source, every setting at its
+//! `deploy/agent.toml` default except addresses, paths and the reconnect
+//! backoff (100 ms to 1 s instead of 500 ms to 60 s, so the drain starts
+//! within a second of the aggregator and its start is not a backoff draw).
+//!
+//! 1. Reference, RSS idle: the agent with an empty spool and an empty
+//!    queue_log, no aggregator, sampled 10 s; then the same process fed
+//!    1 000 events/s for 15 s (still an empty spool: no aggregator, but
+//!    nothing accumulated yet).
+//! 2. Backlog: a queue_log of N events (default 1 000 000; shifted copies
+//!    of the run-a recording) is written, and the agent started on it with
+//!    no aggregator reachable: it reads, maps and spools everything (the
+//!    honest way: the real source and spool writer). Capped at
+//!    `BENCH_BACKLOG_SECS` (default 180): whatever is spooled by then is the
+//!    backlog, and the bench says so.
+//! 3. RSS with the backlog: the agent is restarted on that spool (the
+//!    queue_log replaced by an empty one), lines are appended at 1 000
+//!    events/s for 30 s, and `/proc/<pid>/status` VmRSS/VmHWM sampled every
+//!    250 ms. Issue target: at most 12 MiB.
+//! 4. Drain: the real aggregator is started on the port the agent targets;
+//!    from the agent's `callkpi_uplink_connected` turning 1 to its
+//!    `callkpi_spool_depth_events` reaching 0 (every event acked and deleted).
+//! 5. Reference for 4, same run: the aggregator's ingest rate from the
+//!    `ingest` bench, on a fresh aggregator: 10 direct clients (the figure
+//!    of that bench) and 1 direct client (one stream, as the drain is).
+//!
+//! `cargo bench -p callkpi-tests --bench backlog`; knobs:
+//! `BENCH_BACKLOG_EVENTS` (default 1000000), `BENCH_BACKLOG_SECS` (180).
+
+#![allow(clippy::print_stdout, missing_docs)]
+
+mod common;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use callkpi_tests::{eventually, free_port, http_get, metric};
+use common::*;
+
+const AGENT: &str = "agent-a";
+const FEED_PER_SEC: u64 = 1000;
+
+fn agent_config(dir: &Path, name: &str, queue_log: &Path, grpc: u16, http: u16) -> PathBuf {
+    let cfg = format!(
+        r#"agent_id = "{AGENT}"
+site = "bench"
+
+[uplink]
+url = "http://127.0.0.1:{grpc}"
+token = "{token}"
+backoff_initial_ms = 100
+backoff_max_ms = 1000
+
+[spool]
+path = "{spool}"
+
+[metrics]
+listen = "127.0.0.1:{http}"
+
+[[sources.queue_log]]
+name = "ql"
+path = "{ql}"
+"#,
+        token = token_of(AGENT),
+        spool = dir.join(format!("{name}-spool")).display(),
+        ql = queue_log.display(),
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, cfg).expect("agent config");
+    path
+}
+
+fn start_agent(bins: &Path, dir: &Path, name: &str, cfg: &Path, http: u16) -> Proc {
+    let p = Proc::start(
+        &bins.join("callkpi-agent"),
+        &["run", "--config", cfg.to_str().expect("utf-8")],
+        &dir.join(format!("{name}.log")),
+    );
+    if eventually(Duration::from_secs(60), || agent_metric(http, "callkpi_spool_depth_events")).is_none() {
+        panic!("agent did not come up:\n{}", p.log_tail());
+    }
+    p
+}
+
+fn agent_metric(http: u16, name: &str) -> Option<f64> {
+    http_get(http, "/metrics").and_then(|t| metric(&t, name))
+}
+
+/// VmRSS/VmHWM every 250 ms for `d`, KiB.
+fn sample(pid: u32, d: Duration) -> Vec<(u64, u64)> {
+    let end = Instant::now() + d;
+    let mut v = Vec::new();
+    while Instant::now() < end {
+        if let Some(s) = rss_kib(pid) {
+            v.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    v
+}
+
+struct Rss {
+    median: f64,
+    max: u64,
+    hwm: u64,
+}
+
+fn summarize(samples: &[(u64, u64)]) -> Rss {
+    let mut rss: Vec<f64> = samples.iter().map(|s| s.0 as f64).collect();
+    Rss {
+        median: median(&mut rss),
+        max: samples.iter().map(|s| s.0).max().unwrap_or(0),
+        hwm: samples.iter().map(|s| s.1).max().unwrap_or(0),
+    }
+}
+
+fn mib(kib: f64) -> String {
+    format!("{:.1} MiB", kib / 1024.0)
+}
+
+/// Appends `lines` to `path` at `FEED_PER_SEC` events/s (`events_per_line`
+/// on average), in 10 steps a second, for `d`.
+fn feeder(path: PathBuf, lines: Vec<Vec<u8>>, events_per_line: f64, d: Duration) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("queue_log");
+        let start = Instant::now();
+        let mut written = 0usize;
+        let mut tick = 0u64;
+        while start.elapsed() < d {
+            tick += 1;
+            let due = ((tick * FEED_PER_SEC / 10) as f64 / events_per_line).round() as usize;
+            let due = due.min(lines.len());
+            if due > written {
+                f.write_all(&lines[written..due].concat()).expect("append");
+                written = due;
+            }
+            let next = start + Duration::from_millis(tick * 100);
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        written
+    })
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let target = env_or("BENCH_BACKLOG_EVENTS", 1_000_000);
+    let build_secs = env_or("BENCH_BACKLOG_SECS", 180);
+    let bins = release_bins();
+    println!("load average before: {}", loadavg());
+    let dir = scratch("callkpi-bench-backlog-");
+    let d = dir.path();
+    let fixture = fixture_queue_log();
+    let one_copy = map_queue_log(&queue_log_copies(&fixture, 0, 1)).len() as u64;
+    let lines_per_copy = fixture.lines().count() as f64;
+    let events_per_line = one_copy as f64 / lines_per_copy;
+    let copies = target.div_ceil(one_copy);
+    let grpc = free_port();
+
+    // Feed lines: copies after the backlog's, enough for 45 s at 1 000/s.
+    let feed_copies = (45 * FEED_PER_SEC).div_ceil(one_copy);
+    let feed_text = queue_log_copies(&fixture, copies, copies + feed_copies);
+    let feed_lines: Vec<Vec<u8>> = feed_text.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
+    let events_total = |http: u16| agent_metric(http, "callkpi_source_events_total{source=\"ql\"}").unwrap_or(0.0);
+
+    // 1. Reference: idle, empty spool; then 1 000 events/s, still empty.
+    let idle_ql = d.join("idle-queue_log");
+    std::fs::write(&idle_ql, b"").expect("empty queue_log");
+    let http = free_port();
+    let cfg = agent_config(d, "idle", &idle_ql, grpc, http);
+    let mut agent = start_agent(&bins, d, "idle", &cfg, http);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = summarize(&sample(agent.pid(), Duration::from_secs(10)));
+    let before = events_total(http);
+    let feed = feeder(idle_ql.clone(), feed_lines[..feed_lines.len() / 3].to_vec(), events_per_line, {
+        Duration::from_secs(15)
+    });
+    let fed_empty = summarize(&sample(agent.pid(), Duration::from_secs(15)));
+    feed.join().expect("feeder");
+    std::thread::sleep(Duration::from_millis(500));
+    let fed_empty_rate = (events_total(http) - before) / 15.0;
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0), "idle agent stops:\n{}", agent.log_tail());
+    println!(
+        "reference: idle, empty spool: VmRSS median {} max {}, VmHWM {}",
+        mib(idle.median),
+        mib(idle.max as f64),
+        mib(idle.hwm as f64)
+    );
+    println!(
+        "reference: {fed_empty_rate:.0} events/s, empty spool: VmRSS median {} max {}, VmHWM {}",
+        mib(fed_empty.median),
+        mib(fed_empty.max as f64),
+        mib(fed_empty.hwm as f64)
+    );
+
+    // 2. The backlog, spooled by the real agent from a large queue_log.
+    let ql = d.join("queue_log");
+    let big = queue_log_copies(&fixture, 0, copies);
+    let expected = map_queue_log(&big).len() as u64;
+    std::fs::write(&ql, &big).expect("queue_log");
+    println!(
+        "backlog: queue_log of {copies} copies of run-a, {} lines, {:.1} MB, {expected} events",
+        big.iter().filter(|b| **b == b'\n').count(),
+        big.len() as f64 / 1e6
+    );
+    drop(big);
+    let http = free_port();
+    let cfg = agent_config(d, "agent", &ql, grpc, http);
+    let started = Instant::now();
+    let mut agent = start_agent(&bins, d, "agent-build", &cfg, http);
+    let deadline = started + Duration::from_secs(build_secs);
+    let mut build_hwm = 0;
+    let mut spooled = 0.0;
+    while Instant::now() < deadline {
+        spooled = agent_metric(http, "callkpi_spool_last_seq").unwrap_or(spooled);
+        build_hwm = build_hwm.max(rss_kib(agent.pid()).map_or(0, |s| s.1));
+        if spooled as u64 >= expected {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let build = started.elapsed();
+    let complete = spooled as u64 >= expected;
+    assert_eq!(agent.terminate(Duration::from_secs(60)), Some(0), "agent stops:\n{}", agent.log_tail());
+    println!(
+        "backlog: {} events spooled in {:.1} s ({}/s from the queue_log){}; builder's VmHWM {}",
+        spooled as u64,
+        build.as_secs_f64(),
+        si(spooled / build.as_secs_f64()),
+        if complete { "" } else { " -- NOT the whole file: deadline reached, backlog reduced" },
+        mib(build_hwm as f64)
+    );
+    // The rest of the file must not be read: a new, empty queue_log.
+    std::fs::remove_file(&ql).expect("rm queue_log");
+    std::fs::write(&ql, b"").expect("empty queue_log");
+
+    // 3. RSS with the backlog, fed 1 000 events/s.
+    let mut agent = start_agent(&bins, d, "agent", &cfg, http);
+    let backlog = agent_metric(http, "callkpi_spool_depth_events").unwrap_or(0.0) as u64;
+    let spool_bytes = agent_metric(http, "callkpi_spool_bytes").unwrap_or(0.0);
+    let spool_disk = dir_bytes(&d.join("agent-spool"));
+    std::thread::sleep(Duration::from_secs(3));
+    let before = events_total(http);
+    let feed = feeder(ql.clone(), feed_lines.clone(), events_per_line, Duration::from_secs(30));
+    let fed = summarize(&sample(agent.pid(), Duration::from_secs(30)));
+    feed.join().expect("feeder");
+    std::thread::sleep(Duration::from_millis(500));
+    let fed_rate = (events_total(http) - before) / 30.0;
+    let spooled_after = agent_metric(http, "callkpi_spool_depth_events").unwrap_or(0.0) as u64;
+    println!(
+        "with backlog: {backlog} events ({:.0} MB logical, {:.0} MB on disk), {fed_rate:.0} events/s for 30 s: \
+         VmRSS median {} max {}, VmHWM {}; spool now {spooled_after} events",
+        spool_bytes / 1e6,
+        spool_disk as f64 / 1e6,
+        mib(fed.median),
+        mib(fed.max as f64),
+        mib(fed.hwm as f64)
+    );
+
+    // 4. Drain.
+    let mut agg = Aggregator::start(&bins, d, "aggregator", grpc, &[AGENT.to_owned()]);
+    let t_agg = Instant::now();
+    let connected = eventually(Duration::from_secs(30), || {
+        agent_metric(http, "callkpi_uplink_connected").filter(|v| *v == 1.0).map(|_| Instant::now())
+    })
+    .unwrap_or_else(|| panic!("agent never connected:\n{}", agent.log_tail()));
+    let to_drain = spooled_after;
+    let mut drain_hwm = 0;
+    let mut agg_done = None;
+    let drain_deadline = Instant::now() + Duration::from_secs(600);
+    let drained = loop {
+        drain_hwm = drain_hwm.max(rss_kib(agent.pid()).map_or(0, |s| s.1));
+        if agg_done.is_none()
+            && agg.metric(&format!("callkpi_agent_hwm{{agent=\"{AGENT}\"}}")).is_some_and(|h| h as u64 >= to_drain)
+        {
+            agg_done = Some(Instant::now());
+        }
+        if agent_metric(http, "callkpi_spool_depth_events") == Some(0.0) {
+            break Instant::now();
+        }
+        assert!(Instant::now() < drain_deadline, "drain took over 600 s:\n{}", agent.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let drain = drained - connected;
+    let drain_rate = to_drain as f64 / drain.as_secs_f64();
+    let agg_time = agg_done.map(|t| (t - connected).as_secs_f64());
+    let reconnects = agent_metric(http, "callkpi_uplink_reconnects_total").unwrap_or(f64::NAN);
+    let last_seq = agent_metric(http, "callkpi_spool_last_seq").unwrap_or(0.0) as u64;
+    assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0), "agent stops:\n{}", agent.log_tail());
+    let hwm = agg.metric(&format!("callkpi_agent_hwm{{agent=\"{AGENT}\"}}")).unwrap_or(0.0) as u64;
+    assert_eq!(hwm, last_seq, "the aggregator holds every event");
+    assert_eq!(agg.proc.terminate(Duration::from_secs(30)), Some(0), "aggregator stops:\n{}", agg.proc.log_tail());
+    println!(
+        "drain: {to_drain} events in {:.1} s after connecting ({:.2} s after the aggregator was up): {}/s; \
+         aggregator hwm reached them after {}; agent VmHWM during the drain {}; uplink reconnects so far {reconnects}",
+        drain.as_secs_f64(),
+        (connected - t_agg).as_secs_f64(),
+        si(drain_rate),
+        agg_time.map_or_else(|| "-".to_owned(), |t| format!("{t:.1} s")),
+        mib(drain_hwm as f64)
+    );
+
+    // 5. Reference: direct clients against a fresh aggregator.
+    let pool = map_queue_log(&queue_log_copies(&fixture, 0, 20));
+    let agents: Vec<String> = (0..11).map(|i| format!("agent-{i:02}")).collect();
+    let agg = Aggregator::start(&bins, d, "aggregator-ref", 0, &agents);
+    let rt = runtime();
+    let warm = vec![(agents[0].clone(), 1, encode_batches(&pool, &agents[0], 1, 5).0)];
+    ingest(&rt, agg.grpc, warm);
+    let ten: Vec<_> = (1..11).map(|i| (agents[i].clone(), 1, encode_batches(&pool, &agents[i], 1, 50).0)).collect();
+    let ten = ingest(&rt, agg.grpc, ten);
+    let one = vec![(agents[0].clone(), 5001, encode_batches(&pool, &agents[0], 5001, 200).0)];
+    let one = ingest(&rt, agg.grpc, one);
+    let mut agg = agg;
+    assert_eq!(agg.proc.terminate(Duration::from_secs(30)), Some(0), "aggregator stops");
+    println!(
+        "reference: direct Ingest clients, fresh aggregator: 10 clients {} events in {:.2} s = {}/s; \
+         1 client {} events in {:.2} s = {}/s",
+        ten.events,
+        ten.elapsed.as_secs_f64(),
+        si(ten.rate()),
+        one.events,
+        one.elapsed.as_secs_f64(),
+        si(one.rate())
+    );
+
+    println!();
+    println!("| bench | value | reference | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| agent VmRSS, {backlog}-event backlog, {fed_rate:.0} events/s (median / max; VmHWM) | {} / {}; {} | idle, empty spool: {} / {}; {} | {:.2} (median) |",
+        mib(fed.median),
+        mib(fed.max as f64),
+        mib(fed.hwm as f64),
+        mib(idle.median),
+        mib(idle.max as f64),
+        mib(idle.hwm as f64),
+        fed.median / idle.median
+    );
+    println!(
+        "| agent VmRSS, empty spool, {fed_empty_rate:.0} events/s | {} / {}; {} | same | {:.2} |",
+        mib(fed_empty.median),
+        mib(fed_empty.max as f64),
+        mib(fed_empty.hwm as f64),
+        fed_empty.median / idle.median
+    );
+    println!(
+        "| drain of {to_drain} events | {}/s ({:.1} s) | 10 direct clients {}/s; 1 direct client {}/s | {:.3}; {:.3} |",
+        si(drain_rate),
+        drain.as_secs_f64(),
+        si(ten.rate()),
+        si(one.rate()),
+        drain_rate / ten.rate(),
+        drain_rate / one.rate()
+    );
+    println!("target 12 MiB: VmRSS max / target {:.2}", fed.max as f64 / (12.0 * 1024.0));
+    println!("load average after: {}", loadavg());
+    drop(dir);
+}
