@@ -21,7 +21,8 @@
 //!   `<dir>.quarantine-<unix seconds>` and starts an empty store, so the
 //!   service starts and says so; the quarantined copy is kept for an
 //!   operator to inspect. A store that is only locked by a running process
-//!   is refused with [`DurableError::InUse`] and never moved.
+//!   is refused with [`DurableError::InUse`] (after waiting up to 2 s for a
+//!   just-closed one to release its lock) and never moved.
 //!
 //! The cache is small by default ([`DEFAULT_CACHE_BYTES`]), not sled's 1 GiB:
 //! an agent runs on appliances with little RAM.
@@ -96,12 +97,17 @@ impl OpenFailure {
     }
 }
 
+/// How long [`Durable::open`] waits for a store's lock to be released.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// sled reports a held lock as a plain I/O error with this text.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 fn source_error(dir: &Path, e: sled::Error) -> DurableError {
     match e {
-        // sled reports a held lock as a plain I/O error with this text.
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            DurableError::InUse { path: dir.to_owned(), reason: io.to_string() }
-        }
+        e if is_lock_error(&e) => DurableError::InUse { path: dir.to_owned(), reason: e.to_string() },
         source => DurableError::Sled { path: dir.to_owned(), source },
     }
 }
@@ -121,7 +127,17 @@ impl Durable {
     /// # Errors
     /// When the directory cannot be created or moved, or a fresh store cannot be opened.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Opened, DurableError> {
-        match Self::try_open(dir, cache_bytes) {
+        // A store closed an instant ago (a restart, or a test reopening it)
+        // keeps its lock until sled's background flusher exits: wait briefly
+        // for it before calling the store in use.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        let mut attempt = Self::try_open(dir, cache_bytes);
+        while matches!(&attempt, Err(OpenFailure::Other(e)) if is_lock_error(e)) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            attempt = Self::try_open(dir, cache_bytes);
+        }
+        match attempt {
             Ok(store) => Ok(Opened { store, quarantined: None }),
             // Only unreadable contents are moved aside: a store that is merely
             // locked or not accessible is somebody's live data.
