@@ -54,8 +54,24 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; a tiny race is accepted).
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range.
+///
+/// A port the kernel hands out for `bind(0)` can be handed out again as the
+/// source port of any outgoing connection before the test's server binds it;
+/// ports under 32768 never are. A counter keeps the tests of one process
+/// apart, the process id keeps processes apart, and each port is checked
+/// bindable.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = 20_000 + (std::process::id() % 400) * 30;
+    for _ in 0..2_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(base + n % 12_000).unwrap_or(20_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
