@@ -15,7 +15,10 @@ use callkpi_core::params::{GroupBy, KpiParams, SlFormula, parse_duration_s};
 use callkpi_core::time::Interval;
 use callkpi_core::{Engine, EngineConfig, Report};
 use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig};
+use callkpi_feeds::esl::EslMapper;
+use callkpi_feeds::hep::capture;
 use callkpi_feeds::queue_log::{QueueLogConfig, QueueLogMapper};
+use callkpi_feeds::sip::{AgentEntry, QueueEntry, SipTracker, SipTrackerConfig};
 use callkpi_feeds::{CaptureTime, FeedEvent, Unparsed};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -31,6 +34,12 @@ pub struct AnalyzeArgs {
     /// Raw Asterisk Manager Interface transcript (what a TCP client received); repeatable.
     #[arg(long = "ami", value_name = "PATH")]
     pub amis: Vec<PathBuf>,
+    /// Raw FreeSWITCH event-socket stream (what an `event plain` listener received); repeatable.
+    #[arg(long = "esl", value_name = "PATH")]
+    pub esls: Vec<PathBuf>,
+    /// HEP (SIP) captures and how to read them.
+    #[command(flatten)]
+    pub hep: HepArgs,
     /// What to report and how.
     #[command(flatten)]
     pub report: ReportOptions,
@@ -40,6 +49,29 @@ pub struct AnalyzeArgs {
     /// Time zone of datetimes in a CSV queue_log export that carry no offset.
     #[arg(long = "queue-log-tz", default_value = "UTC")]
     pub queue_log_tz: String,
+}
+
+/// `--hep` inputs and the site knowledge SIP does not carry.
+#[derive(Debug, Clone, Default, Args)]
+pub struct HepArgs {
+    /// HEP capture of SIP mirrored by a proxy or SBC: pcap, pcapng, or raw
+    /// datagrams each prefixed by a big-endian u32 length; repeatable.
+    #[arg(long = "hep", value_name = "PATH")]
+    pub heps: Vec<PathBuf>,
+    /// Agent phones of --hep captures, comma separated: NAME=IP or NAME=CIDR
+    /// (the phone's address), NAME@EXTENSION, a bare EXTENSION, PREFIX*, or
+    /// a bare CIDR. Without any, every phone that rings is an agent named by
+    /// the extension it was rung at.
+    #[arg(long = "sip-agents", value_name = "LIST", value_delimiter = ',')]
+    pub sip_agents: Vec<String>,
+    /// Queues of --hep captures, comma separated: NAME=NUMBER (the dialled
+    /// number, To or Request-URI user) or NAME=PREFIX*.
+    #[arg(long = "sip-queues", value_name = "LIST", value_delimiter = ',')]
+    pub sip_queues: Vec<String>,
+    /// Queue of inbound --hep calls that no --sip-queues rule places (none:
+    /// such calls count for agents only).
+    #[arg(long = "sip-default-queue", value_name = "NAME")]
+    pub sip_default_queue: Option<String>,
 }
 
 /// Report options shared by `analyze` and `report`: the same names, values
@@ -136,7 +168,7 @@ pub struct AnalyzeOutput {
 pub struct InputSummary {
     /// Path as given.
     pub path: String,
-    /// `queue_log` or `ami`.
+    /// `queue_log`, `ami`, `esl` or `hep`.
     pub kind: &'static str,
     /// Bytes read.
     pub bytes: u64,
@@ -189,14 +221,20 @@ pub fn params(a: &ReportOptions) -> Result<KpiParams, UsageError> {
 /// When no input is given, a file cannot be read, or an option is invalid.
 pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
     let params = params(&a.report)?;
-    if a.queue_logs.is_empty() && a.amis.is_empty() {
-        return Err(UsageError("give at least one input: --queue-log PATH or --ami PATH".into()).into());
+    if a.queue_logs.is_empty() && a.amis.is_empty() && a.esls.is_empty() && a.hep.heps.is_empty() {
+        return Err(UsageError(
+            "give at least one input: --queue-log PATH, --ami PATH, --esl PATH or --hep PATH".into(),
+        )
+        .into());
     }
+    let sip = sip_config(&a.hep)?;
     let ql_tz = callkpi_core::time::parse_tz(&a.queue_log_tz).map_err(UsageError)?;
     let mut engine = Engine::new(EngineConfig::default());
     let mut unparsed = Unparsed::default();
     let mut inputs = Vec::new();
     let files = a.queue_logs.iter().map(|p| (p, "queue_log")).chain(a.amis.iter().map(|p| (p, "ami")));
+    let files = files.chain(a.esls.iter().map(|p| (p, "esl")));
+    let files = files.chain(a.hep.heps.iter().map(|p| (p, "hep")));
     for (n, (path, kind)) in files.enumerate() {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {kind} input {}", path.display()))?;
         let (events, source, file_unparsed) = match kind {
@@ -208,6 +246,27 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                     tracing::warn!(path = %path.display(), ?bad, count = m.unparsed().malformed, "Skipped malformed queue_log records.");
                 }
                 (ev, SourceKind::AsteriskQueueLog, m.unparsed().clone())
+            }
+            "hep" => {
+                let mut t = SipTracker::new(sip.clone());
+                let mut ev = Vec::new();
+                for d in capture::datagrams(&bytes) {
+                    match d {
+                        Ok(d) => t.push_datagram(d.data, d.time, &mut ev),
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "Capture file damaged: read up to there.");
+                            break;
+                        }
+                    }
+                }
+                t.finish(&mut ev);
+                (ev, SourceKind::SipHep, t.unparsed().clone())
+            }
+            "esl" => {
+                let mut m = EslMapper::default();
+                let mut ev = Vec::new();
+                m.map_bytes(&bytes, &mut ev);
+                (ev, SourceKind::FreeswitchEsl, m.unparsed().clone())
             }
             _ => {
                 let mut m = AmiMapper::new(AmiMapperConfig::default());
@@ -231,6 +290,52 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
         un.insert("malformed".into(), unparsed.malformed);
     }
     Ok(AnalyzeOutput { params, inputs, rows, unparsed: un })
+}
+
+/// The SIP tracker configuration from the `--sip-*` flags.
+///
+/// # Errors
+/// [`UsageError`] on an entry that is not of a documented form.
+pub fn sip_config(a: &HepArgs) -> Result<SipTrackerConfig, UsageError> {
+    let mut cfg = SipTrackerConfig { default_queue: a.sip_default_queue.clone(), ..SipTrackerConfig::default() };
+    for item in a.sip_agents.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let bad = |why: String| UsageError(format!("--sip-agents {item:?}: {why}"));
+        if let Some((name, addr)) = item.split_once('=') {
+            let address = Some(addr.parse().map_err(bad)?);
+            cfg.agents.push(AgentEntry { name: name.trim().to_owned(), address, extension: None });
+        } else if let Some((name, ext)) = item.split_once('@') {
+            cfg.agents.push(AgentEntry {
+                name: name.trim().to_owned(),
+                address: None,
+                extension: Some(ext.trim().to_owned()),
+            });
+        } else if let Some(prefix) = item.strip_suffix('*') {
+            cfg.agent_prefixes.push(prefix.to_owned());
+        } else if item.contains('/') {
+            cfg.agent_networks.push(item.parse().map_err(bad)?);
+        } else {
+            cfg.agent_extensions.push(item.to_owned());
+        }
+    }
+    for item in a.sip_queues.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let Some((name, number)) = item.split_once('=') else {
+            return Err(UsageError(format!("--sip-queues {item:?}: expected NAME=NUMBER or NAME=PREFIX*")));
+        };
+        let (name, number) = (name.trim(), number.trim());
+        let i = match cfg.queues.iter().position(|q| q.name == name) {
+            Some(i) => i,
+            None => {
+                cfg.queues.push(QueueEntry { name: name.to_owned(), numbers: Vec::new(), prefixes: Vec::new() });
+                cfg.queues.len() - 1
+            }
+        };
+        match number.strip_suffix('*') {
+            Some(prefix) => cfg.queues[i].prefixes.push(prefix.to_owned()),
+            None => cfg.queues[i].numbers.push(number.to_owned()),
+        }
+    }
+    cfg.validate().map_err(|e| UsageError(format!("SIP configuration: {e}")))?;
+    Ok(cfg)
 }
 
 fn merge_unparsed(into: &mut Unparsed, from: &Unparsed) {

@@ -39,6 +39,8 @@ fn analyze(feed: Feed, by: Vec<GroupBy>, formula: SlFormulaArg) -> AnalyzeOutput
     let args = AnalyzeArgs {
         queue_logs,
         amis,
+        esls: vec![],
+        hep: Default::default(),
         report: ReportOptions {
             interval: Interval::All,
             by: Groups(by),

@@ -14,9 +14,15 @@
 //! # Layout
 //! - [`queue_log`]: Asterisk queue_log, pipe-separated file and DB-export CSV.
 //! - [`ami`]: Asterisk Manager Interface framing and call-centre event mapping.
+//! - [`esl`]: FreeSWITCH event socket framing, login client and call-centre event mapping.
+//! - [`hep`]: HEPv3 (and v1/v2) decoding, and pcap/pcapng/raw capture files of it.
+//! - [`sip`]: SIP message parser and the dialog tracker mapping calls seen in HEP.
 
 pub mod ami;
+pub mod esl;
+pub mod hep;
 pub mod queue_log;
+pub mod sip;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,1008 @@
+//! SIP dialogs → [`FeedEvent`]s. See the [module documentation](super) for
+//! the rules.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use callkpi_core::event::{
+    DialOutcome, Direction, EventKind, HangupBy, LeaveReason, MissReason, NANOS_PER_MS, NANOS_PER_SEC, TransferKind,
+    UnixNanos,
+};
+
+use super::config::SipTrackerConfig;
+use super::message::{Method, NameAddr, SipMessage, SipUri};
+use crate::hep::HepPacket;
+use crate::{FeedEvent, Unparsed};
+
+/// Most agent branches (forks) kept per call.
+const MAX_BRANCHES: usize = 32;
+/// Most forwarded INVITE copies remembered per call.
+const MAX_FORWARDS: usize = 32;
+/// Most REFERs waiting for their new leg.
+const MAX_PENDING_TRANSFERS: usize = 4_096;
+
+/// Where and when one SIP message was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// Capture time (the HEP timestamp), ns since the epoch.
+    pub time: UnixNanos,
+    /// Sender of the captured packet.
+    pub src: Option<IpAddr>,
+    /// Receiver of the captured packet.
+    pub dst: Option<IpAddr>,
+}
+
+/// Counters of what the tracker saw, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SipStats {
+    /// Datagrams given to [`SipTracker::push_datagram`].
+    pub datagrams: u64,
+    /// Datagrams that were not well-formed HEP.
+    pub hep_errors: u64,
+    /// HEP packets not carrying SIP (RTCP reports, logs, keep-alives).
+    pub not_sip: u64,
+    /// SIP payloads that could not be parsed, or lacked Call-ID/CSeq.
+    pub sip_errors: u64,
+    /// SIP messages processed.
+    pub messages: u64,
+    /// Calls started (initial INVITEs).
+    pub calls: u64,
+    /// Calls dropped after their timeout without an end.
+    pub expired: u64,
+    /// Calls dropped because [`SipTrackerConfig::max_dialogs`] was reached.
+    pub evicted: u64,
+}
+
+/// Turns SIP messages (from HEP) into [`FeedEvent`]s; see the [module
+/// documentation](super).
+#[derive(Debug)]
+pub struct SipTracker {
+    config: SipTrackerConfig,
+    dialogs: HashMap<Box<[u8]>, Dialog>,
+    transfers: Vec<PendingTransfer>,
+    unparsed: Unparsed,
+    stats: SipStats,
+    /// Latest packet time seen.
+    now: UnixNanos,
+    next_sweep: UnixNanos,
+}
+
+impl Default for SipTracker {
+    fn default() -> Self {
+        Self::new(SipTrackerConfig::default())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// INVITE sent, no final answer yet.
+    Setup,
+    /// A 2xx answered the INVITE.
+    Answered,
+    /// Over; kept for [`SipTrackerConfig::linger_s`] to absorb late copies.
+    Ended(UnixNanos),
+}
+
+/// One agent phone offered the call (one To-tag of the INVITE's responses).
+#[derive(Debug)]
+struct Branch {
+    tag: Box<[u8]>,
+    /// Agent name, once known; `strong` when a configured rule named it.
+    agent: Option<String>,
+    strong: bool,
+    ring_at: Option<UnixNanos>,
+    ringing_sent: bool,
+    resolved: bool,
+}
+
+/// Where a proxy forwarded the INVITE (one fork).
+#[derive(Debug)]
+struct Forward {
+    /// The proxy's top Via branch: responses on this fork carry it.
+    branch: Box<[u8]>,
+    /// Request-URI user part: the extension the phone was rung at.
+    user: Option<String>,
+    /// Where the copy was sent: the phone (or the next hop).
+    dst: Option<IpAddr>,
+}
+
+/// A REFER seen on an answered call.
+#[derive(Debug, Clone)]
+struct Refer {
+    at: UnixNanos,
+    target: String,
+    kind: TransferKind,
+    failed: bool,
+    emitted: bool,
+}
+
+/// A REFER waiting for the INVITE of its new leg.
+#[derive(Debug, Clone)]
+struct PendingTransfer {
+    at: UnixNanos,
+    caller: String,
+    target: String,
+    call_id: String,
+    queue: Option<String>,
+}
+
+#[derive(Debug)]
+struct Dialog {
+    /// SIP Call-ID of this leg.
+    sip_call_id: String,
+    /// Call id of the events (the original call's, for a transfer's leg).
+    call_id: String,
+    first: UnixNanos,
+    last: UnixNanos,
+    phase: Phase,
+    /// Bottom Via branch of the initial INVITE: the caller's transaction.
+    origin_branch: Option<Box<[u8]>>,
+    caller_tag: Option<Box<[u8]>>,
+    invite_cseq: u32,
+    direction: Direction,
+    /// Agent placing an outbound or internal call.
+    calling_agent: Option<String>,
+    caller: String,
+    called: String,
+    queue: Option<String>,
+    /// Forwarded INVITE copies, one per branch the proxy created.
+    forwards: Vec<Forward>,
+    branches: Vec<Branch>,
+    answered: Option<usize>,
+    answered_at: Option<UnixNanos>,
+    /// To-tag of the 2xx: the called party's side of the dialog.
+    callee_tag: Option<Box<[u8]>>,
+    /// When the caller sent CANCEL.
+    cancel_at: Option<UnixNanos>,
+    held: bool,
+    refer: Option<Refer>,
+}
+
+impl Dialog {
+    fn agent_tag(&self) -> Option<&[u8]> {
+        self.answered.and_then(|i| self.branches.get(i)).map(|b| &*b.tag)
+    }
+
+    fn agent(&self) -> Option<String> {
+        self.answered.and_then(|i| self.branches.get(i)).and_then(|b| b.agent.clone())
+    }
+
+    fn event(&self, time: UnixNanos, kind: EventKind) -> FeedEvent {
+        FeedEvent { call_id: self.call_id.clone(), leg_id: self.sip_call_id.clone(), source_time: Some(time), kind }
+    }
+
+    fn is_inbound(&self) -> bool {
+        self.direction == Direction::Inbound
+    }
+}
+
+/// Who answered or rang, as far as one response copy tells.
+struct Responder<'m> {
+    msg: &'m SipMessage<'m>,
+    meta: &'m PacketMeta,
+    /// The copy travels towards the caller (its top Via is the caller's).
+    caller_facing: bool,
+}
+
+impl SipTracker {
+    /// A tracker with the given configuration.
+    pub fn new(config: SipTrackerConfig) -> Self {
+        Self {
+            config,
+            dialogs: HashMap::new(),
+            transfers: Vec::new(),
+            unparsed: Unparsed::default(),
+            stats: SipStats::default(),
+            now: i64::MIN,
+            next_sweep: i64::MIN,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SipTrackerConfig {
+        &self.config
+    }
+
+    /// What was not turned into events, by kind (`hep/error`,
+    /// `hep/proto-5`, `sip/error`, `sip/REGISTER`, ...).
+    pub fn unparsed(&self) -> &Unparsed {
+        &self.unparsed
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SipStats {
+        &self.stats
+    }
+
+    /// Calls tracked now (ended ones included while they linger).
+    pub fn active_calls(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// Decodes one HEP datagram and processes the SIP message it carries.
+    /// `capture_time` (the pcap record's time, the receive time) is used
+    /// when the packet has no time chunk.
+    pub fn push_datagram(&mut self, datagram: &[u8], capture_time: Option<UnixNanos>, out: &mut Vec<FeedEvent>) {
+        self.stats.datagrams += 1;
+        match HepPacket::decode(datagram) {
+            Ok(p) => self.push_hep(&p, capture_time, out),
+            Err(_) => {
+                self.stats.hep_errors += 1;
+                self.unparsed.malformed += 1;
+                count(&mut self.unparsed, "hep/error");
+            }
+        }
+    }
+
+    /// Processes the SIP message of a decoded HEP packet.
+    pub fn push_hep(&mut self, p: &HepPacket<'_>, capture_time: Option<UnixNanos>, out: &mut Vec<FeedEvent>) {
+        let Some(payload) = p.payload.filter(|_| p.is_sip()) else {
+            self.stats.not_sip += 1;
+            let name = match p.proto_type {
+                Some(t) => format!("hep/proto-{t}"),
+                None if p.payload.is_some() => "hep/no-protocol-type".to_owned(),
+                None => "hep/no-payload".to_owned(),
+            };
+            count(&mut self.unparsed, &name);
+            return;
+        };
+        if p.payload_compressed {
+            self.stats.not_sip += 1;
+            count(&mut self.unparsed, "hep/compressed-payload");
+            return;
+        }
+        let time = p.timestamp().or(capture_time).unwrap_or(self.now.max(0));
+        let meta = PacketMeta { time, src: p.src_ip, dst: p.dst_ip };
+        match SipMessage::parse_datagram(payload) {
+            Ok(msg) => self.push_sip(&meta, &msg, out),
+            Err(_) => {
+                self.stats.sip_errors += 1;
+                self.unparsed.malformed += 1;
+                count(&mut self.unparsed, "sip/error");
+            }
+        }
+    }
+
+    /// Processes one SIP message seen at `meta`.
+    pub fn push_sip(&mut self, meta: &PacketMeta, msg: &SipMessage<'_>, out: &mut Vec<FeedEvent>) {
+        self.stats.messages += 1;
+        if meta.time > self.now {
+            self.now = meta.time;
+        }
+        if self.now >= self.next_sweep {
+            self.sweep(self.now, out);
+            self.next_sweep = self.now.saturating_add(NANOS_PER_SEC);
+        }
+        let (Some(call_id), Some(cseq)) = (msg.call_id(), msg.cseq()) else {
+            self.stats.sip_errors += 1;
+            self.unparsed.malformed += 1;
+            count(&mut self.unparsed, "sip/no-call-id-or-cseq");
+            return;
+        };
+        match msg.method() {
+            Some(Method::Invite) if msg.to().and_then(|t| t.tag()).is_none() => {
+                self.initial_invite(call_id, cseq.seq, meta, msg, out);
+            }
+            Some(method) => self.request(call_id, method, meta, msg, out),
+            None => self.response(call_id, cseq.seq, cseq.method, meta, msg, out),
+        }
+    }
+
+    /// Drops calls whose timeout passed at `now` (source time), emitting
+    /// what their known facts imply. An agent calls this when no packet
+    /// came for a while; [`push_sip`](Self::push_sip) does it as time passes.
+    pub fn expire(&mut self, now: UnixNanos, out: &mut Vec<FeedEvent>) {
+        self.sweep(now, out);
+    }
+
+    /// End of input: finishes every call still tracked, oldest first.
+    pub fn finish(&mut self, out: &mut Vec<FeedEvent>) {
+        let mut keys: Vec<(UnixNanos, Box<[u8]>)> = self.dialogs.iter().map(|(k, d)| (d.first, k.clone())).collect();
+        keys.sort();
+        for (_, k) in keys {
+            if let Some(d) = self.dialogs.remove(&k) {
+                self.finish_dialog(d, out);
+            }
+        }
+        self.transfers.clear();
+    }
+
+    // --- requests ---
+
+    fn initial_invite(
+        &mut self,
+        call_id: &[u8],
+        seq: u32,
+        meta: &PacketMeta,
+        msg: &SipMessage<'_>,
+        out: &mut Vec<FeedEvent>,
+    ) {
+        let top = msg.top_via().and_then(|v| v.branch());
+        let bottom = msg.bottom_via().and_then(|v| v.branch());
+        if let Some(d) = self.dialogs.get_mut(call_id) {
+            d.last = d.last.max(meta.time);
+            if d.phase == Phase::Setup && seq > d.invite_cseq {
+                // Sent again after a 401/407 challenge: a new transaction.
+                d.invite_cseq = seq;
+                d.origin_branch = bottom.map(Box::from);
+            }
+            remember_forward(d, msg, meta, top, bottom);
+            return;
+        }
+        if self.dialogs.len() >= self.config.max_dialogs {
+            self.evict_oldest(out);
+        }
+        self.stats.calls += 1;
+        let from = msg.from();
+        let to = msg.to();
+        let ruri = msg.request_uri();
+        let caller = from.as_ref().map(party).unwrap_or_default();
+        let called =
+            to.as_ref().and_then(NameAddr::user).or_else(|| ruri.and_then(|u| u.user)).map(lossy).unwrap_or_default();
+        let sip_call_id = lossy(call_id);
+        // The copy as the caller sent it (not forwarded) tells the caller's address.
+        let origin_src = if top == bottom { meta.src } else { None };
+        let calling_agent = self.calling_agent(&caller, origin_src);
+        let callee_agent = self.config.agent_with_extension(&called).is_some()
+            || ruri.and_then(|u| u.user).is_some_and(|u| self.config.agent_with_extension(&lossy(u)).is_some());
+        let direction = match (&calling_agent, callee_agent) {
+            (None, _) => Direction::Inbound,
+            (Some(_), true) => Direction::Internal,
+            (Some(_), false) => Direction::Outbound,
+        };
+        // A transfer's new leg: the transferred caller dialling the target soon after the REFER.
+        let linked = (direction == Direction::Inbound)
+            .then(|| self.take_transfer(meta.time, &caller, &called, ruri.as_ref()))
+            .flatten();
+        let explicit_queue = self.explicit_queue(msg, &called, ruri.as_ref());
+        let mut d = Dialog {
+            sip_call_id: sip_call_id.clone(),
+            call_id: sip_call_id,
+            first: meta.time,
+            last: meta.time,
+            phase: Phase::Setup,
+            origin_branch: bottom.map(Box::from),
+            caller_tag: from.and_then(|f| f.tag()).map(Box::from),
+            invite_cseq: seq,
+            direction,
+            calling_agent,
+            caller,
+            called,
+            queue: None,
+            forwards: Vec::new(),
+            branches: Vec::new(),
+            answered: None,
+            answered_at: None,
+            callee_tag: None,
+            cancel_at: None,
+            held: false,
+            refer: None,
+        };
+        remember_forward(&mut d, msg, meta, top, bottom);
+        match linked {
+            Some(t) => {
+                // Same call, new leg: a queue only when the target is one.
+                d.call_id = t.call_id;
+                d.queue = explicit_queue.clone().or(t.queue);
+                if let Some(q) = explicit_queue {
+                    let kind = EventKind::QueueJoin { queue: q, caller: Some(d.caller.clone()), position: None };
+                    out.push(d.event(meta.time, kind));
+                }
+            }
+            None => {
+                let (caller, called) = match d.direction {
+                    Direction::Inbound => (d.caller.clone(), d.called.clone()),
+                    _ => (d.calling_agent.clone().unwrap_or_else(|| d.caller.clone()), d.called.clone()),
+                };
+                let kind = EventKind::CallOffered { direction: d.direction, caller, called, trunk: None };
+                out.push(d.event(meta.time, kind));
+                if d.is_inbound() {
+                    d.queue = explicit_queue.or_else(|| self.config.default_queue.clone());
+                    if let Some(q) = d.queue.clone() {
+                        let kind = EventKind::QueueJoin {
+                            queue: q,
+                            caller: Some(d.caller.clone()).filter(|c| !c.is_empty()),
+                            position: None,
+                        };
+                        out.push(d.event(meta.time, kind));
+                    }
+                }
+            }
+        }
+        self.dialogs.insert(Box::from(call_id), d);
+    }
+
+    fn request(
+        &mut self,
+        call_id: &[u8],
+        method: Method<'_>,
+        meta: &PacketMeta,
+        msg: &SipMessage<'_>,
+        out: &mut Vec<FeedEvent>,
+    ) {
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            match method {
+                Method::Ack | Method::Bye | Method::Cancel | Method::Invite | Method::Prack | Method::Update => {
+                    count(&mut self.unparsed, "sip/orphan");
+                }
+                // Transfers' NOTIFYs, INFO... of calls seen from their start
+                // only, and traffic that is not about calls.
+                other => count(&mut self.unparsed, &format!("sip/{other}")),
+            }
+            return;
+        };
+        d.last = d.last.max(meta.time);
+        let from_tag = msg.from().and_then(|f| f.tag());
+        match method {
+            Method::Cancel => {
+                let bottom = msg.bottom_via().and_then(|v| v.branch());
+                if d.phase == Phase::Setup && bottom.is_some() && bottom == d.origin_branch.as_deref() {
+                    d.cancel_at.get_or_insert(meta.time);
+                }
+            }
+            Method::Invite | Method::Update => {
+                let Some(sdp) = msg.sdp() else { return };
+                let by_agent = from_tag.is_some() && from_tag == d.agent_tag();
+                if d.phase != Phase::Answered || !by_agent || d.direction != Direction::Inbound {
+                    return;
+                }
+                let hold = sdp.is_hold();
+                if hold != d.held {
+                    d.held = hold;
+                    let agent = d.agent();
+                    let kind = if hold { EventKind::Hold { agent } } else { EventKind::Resume { agent } };
+                    out.push(d.event(meta.time, kind));
+                }
+            }
+            Method::Bye => {
+                if d.phase != Phase::Answered {
+                    return;
+                }
+                // By the SIP caller or callee; end_answered says which is the agent.
+                let by = if from_tag.is_some() && from_tag == d.caller_tag.as_deref() {
+                    HangupBy::Caller
+                } else if from_tag.is_some() && from_tag == d.callee_tag.as_deref() {
+                    HangupBy::Agent
+                } else {
+                    HangupBy::Unknown
+                };
+                d.phase = Phase::Ended(meta.time);
+                let cause = msg.q850_cause().or(Some(16));
+                end_answered(d, meta.time, by, cause, out);
+            }
+            Method::Refer => {
+                let by_agent = from_tag.is_some() && from_tag == d.agent_tag();
+                if d.phase != Phase::Answered || !by_agent || d.refer.is_some() {
+                    return;
+                }
+                let target = msg.refer_to();
+                let uri = target.as_ref().and_then(NameAddr::uri);
+                let kind =
+                    if uri.is_some_and(|u| u.has_replaces()) { TransferKind::Attended } else { TransferKind::Blind };
+                let target = match (uri.and_then(|u| u.user), target) {
+                    (Some(user), _) => lossy(user),
+                    (None, Some(t)) => lossy(t.uri_raw),
+                    (None, None) => String::new(),
+                };
+                d.refer = Some(Refer { at: meta.time, target: target.clone(), kind, failed: false, emitted: false });
+                if kind == TransferKind::Blind && !target.is_empty() {
+                    if self.transfers.len() >= MAX_PENDING_TRANSFERS {
+                        self.transfers.remove(0);
+                    }
+                    let t = PendingTransfer {
+                        at: meta.time,
+                        caller: d.caller.clone(),
+                        target,
+                        call_id: d.call_id.clone(),
+                        queue: d.queue.clone(),
+                    };
+                    self.transfers.push(t);
+                }
+            }
+            Method::Notify => {
+                // The transferee reports the new leg's progress (RFC 3515).
+                let Some(code) = msg.sipfrag_status() else { return };
+                if !msg.event().is_some_and(|e| e.eq_ignore_ascii_case(b"refer")) {
+                    return;
+                }
+                if let Some(r) = d.refer.as_mut() {
+                    if (200..300).contains(&code) {
+                        emit_transfer(d, out);
+                    } else if code >= 300 {
+                        r.failed = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // --- responses ---
+
+    fn response(
+        &mut self,
+        call_id: &[u8],
+        seq: u32,
+        method: Method<'_>,
+        meta: &PacketMeta,
+        msg: &SipMessage<'_>,
+        out: &mut Vec<FeedEvent>,
+    ) {
+        let Some(code) = msg.status() else { return };
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            count(&mut self.unparsed, "sip/orphan");
+            return;
+        };
+        d.last = d.last.max(meta.time);
+        // Responses to the caller's INVITE carry the caller's From-tag; an
+        // agent's re-INVITE may reuse the same CSeq number in its own space.
+        let from_tag = msg.from().and_then(|f| f.tag());
+        let callers = d.caller_tag.is_none() || from_tag == d.caller_tag.as_deref();
+        match method {
+            Method::Invite if seq == d.invite_cseq && callers => {}
+            Method::Refer => {
+                if code >= 300
+                    && let Some(r) = d.refer.as_mut()
+                {
+                    r.failed = true;
+                }
+                return;
+            }
+            _ => return,
+        }
+        // Trying, forwarding and queued notices, and authentication
+        // challenges (the caller sends the INVITE again), are no one's answer.
+        if matches!(code, 100..=179 | 181 | 182 | 184..=199 | 401 | 407) {
+            return;
+        }
+        let top = msg.top_via().and_then(|v| v.branch());
+        let caller_facing = top.is_some() && top == d.origin_branch.as_deref();
+        let tag: Box<[u8]> = msg.to().and_then(|t| t.tag()).map(Box::from).unwrap_or_default();
+        let who = Responder { msg, meta, caller_facing };
+        let config = &self.config;
+
+        // Branch side: one agent phone's answer. A caller-facing copy
+        // stands for a branch only when it is one already seen, or when no
+        // proxy is in the path (no forwarded INVITE copy): otherwise it is
+        // the proxy's own answer (408 on ring timeout, a stateless 404).
+        let known = d.branches.iter().position(|b| b.tag == tag);
+        // A 2xx or 18x comes from the answering or ringing phone whichever
+        // copy arrives first.
+        let is_branch = code < 300 || !caller_facing || known.is_some() || d.forwards.is_empty();
+        let outbound = d.direction != Direction::Inbound;
+        let idx = if is_branch && !outbound {
+            let i = match known {
+                Some(i) => Some(i),
+                None if d.branches.len() < MAX_BRANCHES => {
+                    d.branches.push(Branch {
+                        tag: tag.clone(),
+                        agent: None,
+                        strong: false,
+                        ring_at: None,
+                        ringing_sent: false,
+                        resolved: false,
+                    });
+                    Some(d.branches.len() - 1)
+                }
+                None => None,
+            };
+            if let Some(i) = i {
+                identify(config, d, i, &who);
+            }
+            i
+        } else {
+            None
+        };
+
+        if code < 200 {
+            if let Some(i) = idx {
+                let b = &mut d.branches[i];
+                b.ring_at.get_or_insert(meta.time);
+                announce_ringing(config, d, i, out);
+            }
+            return;
+        }
+        if code < 300 {
+            if d.phase != Phase::Setup {
+                return;
+            }
+            d.phase = Phase::Answered;
+            d.answered_at = Some(meta.time);
+            d.callee_tag = (!tag.is_empty()).then(|| tag.clone());
+            // An answer wins over a CANCEL it crossed.
+            d.cancel_at = None;
+            if outbound {
+                let kind = dial_result(d, DialOutcome::Answered, None);
+                out.push(d.event(meta.time, kind));
+                return;
+            }
+            let Some(i) = idx else { return };
+            d.answered = Some(i);
+            let fallback = fallback_name(d);
+            let b = &mut d.branches[i];
+            b.resolved = true;
+            b.agent.get_or_insert(fallback);
+            announce_ringing(config, d, i, out);
+            let b = &d.branches[i];
+            let agent = b.agent.clone().unwrap_or_default();
+            let ring = b.ring_at.map(|r| ms_between(r, meta.time));
+            let kind =
+                EventKind::Answered { queue: d.queue.clone(), agent, reported_wait_ms: None, reported_ring_ms: ring };
+            out.push(d.event(meta.time, kind));
+            return;
+        }
+        // A final failure.
+        if let Some(i) = idx {
+            miss_branch(config, d, i, code, meta.time, out);
+        }
+        if caller_facing && d.phase == Phase::Setup {
+            d.phase = Phase::Ended(meta.time);
+            end_unanswered(d, code, msg.q850_cause(), meta.time, out);
+        }
+    }
+
+    // --- helpers needing the whole tracker ---
+
+    /// The agent placing a call, from the caller's number or address.
+    fn calling_agent(&self, caller: &str, origin_src: Option<IpAddr>) -> Option<String> {
+        if let Some(name) = self.config.agent_with_extension(caller) {
+            return Some(name.to_owned());
+        }
+        let ip = origin_src?;
+        if let Some(name) = self.config.agent_at(ip) {
+            return Some(name.to_owned());
+        }
+        self.config.in_agent_network(ip).then(|| if caller.is_empty() { ip.to_string() } else { caller.to_owned() })
+    }
+
+    /// The queue named by the queue header or an explicit number rule.
+    fn explicit_queue(&self, msg: &SipMessage<'_>, called: &str, ruri: Option<&SipUri<'_>>) -> Option<String> {
+        if let Some(h) = self.config.queue_header.as_deref().and_then(|name| msg.header(name)) {
+            let number = NameAddr::parse(h).and_then(|n| n.user()).map(lossy);
+            match number {
+                Some(n) => return Some(self.config.queue_for_number(&n).map_or(n, str::to_owned)),
+                None if !h.is_empty() => return Some(lossy(h)),
+                None => {}
+            }
+        }
+        self.config
+            .queue_for_number(called)
+            .or_else(|| ruri.and_then(|u| u.user).and_then(|u| self.config.queue_for_number(&lossy(u))))
+            .map(str::to_owned)
+    }
+
+    fn take_transfer(
+        &mut self,
+        now: UnixNanos,
+        caller: &str,
+        called: &str,
+        ruri: Option<&SipUri<'_>>,
+    ) -> Option<PendingTransfer> {
+        let window = i64::try_from(self.config.transfer_window_s).unwrap_or(i64::MAX).saturating_mul(NANOS_PER_SEC);
+        self.transfers.retain(|t| now.saturating_sub(t.at) <= window);
+        let ruri_user = ruri.and_then(|u| u.user).map(lossy);
+        let i = self.transfers.iter().position(|t| {
+            !caller.is_empty() && t.caller == caller && (t.target == called || ruri_user.as_deref() == Some(&t.target))
+        })?;
+        Some(self.transfers.remove(i))
+    }
+
+    fn sweep(&mut self, now: UnixNanos, out: &mut Vec<FeedEvent>) {
+        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(NANOS_PER_SEC);
+        let (linger, setup, call) =
+            (secs(self.config.linger_s), secs(self.config.setup_timeout_s), secs(self.config.call_timeout_s));
+        let mut done: Vec<(UnixNanos, Box<[u8]>, bool)> = self
+            .dialogs
+            .iter()
+            .filter_map(|(k, d)| {
+                let idle = now.saturating_sub(d.last);
+                let (over, expired) = match d.phase {
+                    Phase::Ended(at) => (now.saturating_sub(at) > linger && idle > linger, false),
+                    Phase::Setup => (idle > setup, true),
+                    Phase::Answered => (idle > call, true),
+                };
+                over.then(|| (d.first, k.clone(), expired))
+            })
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        // Emission order must not depend on the map's.
+        done.sort();
+        for (_, k, expired) in done {
+            if let Some(d) = self.dialogs.remove(&k) {
+                if expired {
+                    self.stats.expired += 1;
+                }
+                self.finish_dialog(d, out);
+            }
+        }
+    }
+
+    fn evict_oldest(&mut self, out: &mut Vec<FeedEvent>) {
+        let oldest = self.dialogs.iter().min_by(|a, b| (a.1.last, &a.0).cmp(&(b.1.last, &b.0))).map(|(k, _)| k.clone());
+        if let Some(k) = oldest
+            && let Some(d) = self.dialogs.remove(&k)
+        {
+            self.stats.evicted += 1;
+            self.finish_dialog(d, out);
+        }
+    }
+
+    /// Emits what a call's known facts imply before it is forgotten: a
+    /// CANCEL whose 487 was not seen is an abandon, an accepted REFER with
+    /// no NOTIFY a transfer, a branch that rang and never answered a missed
+    /// offer. An answered call with no BYE gets no hang-up: the engine closes
+    /// it as "unknown end", which is the truth.
+    fn finish_dialog(&self, mut d: Dialog, out: &mut Vec<FeedEvent>) {
+        let config = &self.config;
+        if d.phase == Phase::Setup
+            && let Some(at) = d.cancel_at
+        {
+            for i in 0..d.branches.len() {
+                if !d.branches[i].resolved {
+                    miss_branch(config, &mut d, i, 487, at, out);
+                }
+            }
+            d.phase = Phase::Ended(at);
+            end_unanswered(&mut d, 487, None, at, out);
+        }
+        if d.phase == Phase::Answered && d.refer.as_ref().is_some_and(|r| !r.failed) {
+            emit_transfer(&mut d, out);
+        }
+        if d.phase != Phase::Setup {
+            let at = d.last;
+            for i in 0..d.branches.len() {
+                if !d.branches[i].resolved && d.branches[i].ring_at.is_some() {
+                    miss_branch(config, &mut d, i, 487, at, out);
+                }
+            }
+        }
+    }
+}
+
+// === per-dialog steps ===
+
+/// Remembers where a forwarded copy of the INVITE went.
+fn remember_forward(
+    d: &mut Dialog,
+    msg: &SipMessage<'_>,
+    meta: &PacketMeta,
+    top: Option<&[u8]>,
+    bottom: Option<&[u8]>,
+) {
+    let Some(top) = top else { return };
+    if Some(top) == bottom || d.forwards.len() >= MAX_FORWARDS || d.forwards.iter().any(|f| &*f.branch == top) {
+        return;
+    }
+    let user = msg.request_uri().and_then(|u| u.user).map(lossy);
+    d.forwards.push(Forward { branch: Box::from(top), user, dst: meta.dst });
+}
+
+/// Names the agent of branch `i` from one response copy, if a rule can.
+fn identify(config: &SipTrackerConfig, d: &mut Dialog, i: usize, who: &Responder<'_>) {
+    if d.branches[i].strong {
+        return;
+    }
+    let contact = who.msg.contact();
+    let contact_uri = contact.as_ref().and_then(NameAddr::uri);
+    let contact_user = contact_uri.and_then(|u| u.user).map(lossy);
+    let contact_ip = contact_uri.and_then(|u| parse_host_ip(u.host));
+    // The responder's own address, when this copy comes from it.
+    let src = if who.caller_facing && !d.forwards.is_empty() { None } else { who.meta.src };
+    // The fork this response is on: where it was sent, at which extension.
+    let fork = if who.caller_facing {
+        None
+    } else {
+        let top = who.msg.top_via().and_then(|v| v.branch());
+        d.forwards.iter().find(|f| Some(&*f.branch) == top)
+    };
+    let rung = fork.and_then(|f| f.user.clone());
+    let strong = src
+        .and_then(|ip| config.agent_at(ip))
+        .or_else(|| fork.and_then(|f| f.dst).and_then(|ip| config.agent_at(ip)))
+        .or_else(|| contact_ip.and_then(|ip| config.agent_at(ip)))
+        .map(str::to_owned)
+        .or_else(|| rung.as_deref().and_then(|e| config.agent_with_extension(e)).map(str::to_owned))
+        .or_else(|| contact_user.as_deref().and_then(|e| config.agent_with_extension(e)).map(str::to_owned))
+        .or_else(|| {
+            // Only when nothing else tells the branches apart.
+            (d.forwards.len() <= 1).then(|| config.agent_with_extension(&d.called).map(str::to_owned)).flatten()
+        })
+        .or_else(|| {
+            let ip = src
+                .filter(|ip| config.in_agent_network(*ip))
+                .or(contact_ip.filter(|ip| config.in_agent_network(*ip)))?;
+            Some(ip.to_string())
+        });
+    let b = &mut d.branches[i];
+    match strong {
+        Some(name) => {
+            b.agent = Some(name);
+            b.strong = true;
+        }
+        None if !config.has_agent_rules() && b.agent.is_none() => {
+            b.agent = rung.or(contact_user.filter(|u| !u.is_empty()));
+        }
+        None => {}
+    }
+}
+
+/// A name for a branch no rule named: the number the caller dialled.
+fn fallback_name(d: &Dialog) -> String {
+    if d.called.is_empty() { "unknown".to_owned() } else { d.called.clone() }
+}
+
+/// Emits `Ringing` for branch `i` once its agent is known.
+fn announce_ringing(config: &SipTrackerConfig, d: &mut Dialog, i: usize, out: &mut Vec<FeedEvent>) {
+    let b = &d.branches[i];
+    if b.ringing_sent || !counts_as_agent(config, b) {
+        return;
+    }
+    let (Some(at), Some(agent)) = (b.ring_at, b.agent.clone()) else { return };
+    d.branches[i].ringing_sent = true;
+    out.push(d.event(at, EventKind::Ringing { queue: d.queue.clone(), agent }));
+}
+
+fn counts_as_agent(config: &SipTrackerConfig, b: &Branch) -> bool {
+    b.strong || (!config.has_agent_rules() && b.agent.is_some())
+}
+
+/// A branch's final failure: a missed offer for its agent.
+fn miss_branch(
+    config: &SipTrackerConfig,
+    d: &mut Dialog,
+    i: usize,
+    code: u16,
+    at: UnixNanos,
+    out: &mut Vec<FeedEvent>,
+) {
+    if d.branches[i].resolved {
+        return;
+    }
+    d.branches[i].resolved = true;
+    if !config.has_agent_rules() && d.branches[i].agent.is_none() {
+        let fallback = fallback_name(d);
+        d.branches[i].agent = Some(fallback);
+    }
+    if !counts_as_agent(config, &d.branches[i]) {
+        return;
+    }
+    announce_ringing(config, d, i, out);
+    let reason = match code {
+        487 if d.cancel_at.is_some() || d.answered.is_some() => MissReason::Canceled,
+        487 | 408 | 480 => MissReason::NoAnswer,
+        486 | 600 | 603 | 403 => MissReason::Rejected,
+        400..=499 | 600..=699 => MissReason::Rejected,
+        _ => MissReason::NoAnswer,
+    };
+    let b = &d.branches[i];
+    let ring = Some(b.ring_at.map_or(0, |r| ms_between(r, at)));
+    let kind = EventKind::OfferMissed {
+        queue: d.queue.clone(),
+        agent: b.agent.clone().unwrap_or_default(),
+        reason,
+        reported_ring_ms: ring,
+    };
+    out.push(d.event(at, kind));
+}
+
+/// The caller's call ended without an answer.
+fn end_unanswered(d: &mut Dialog, code: u16, cause: Option<u16>, at: UnixNanos, out: &mut Vec<FeedEvent>) {
+    let abandoned = d.cancel_at.is_some();
+    let cause = cause.or_else(|| if abandoned { Some(16) } else { q850_of_sip(code) });
+    if d.direction == Direction::Outbound {
+        let outcome = match code {
+            _ if abandoned => DialOutcome::AgentAbandoned,
+            486 | 600 => DialOutcome::Busy,
+            408 | 480 | 487 => DialOutcome::NoAnswer,
+            404 | 410 | 484 | 485 | 604 => DialOutcome::Unavailable,
+            502 | 503 => DialOutcome::Congestion,
+            _ => DialOutcome::Failed,
+        };
+        let kind = dial_result(d, outcome, cause);
+        out.push(d.event(at, kind));
+        return;
+    }
+    if let Some(queue) = d.queue.clone() {
+        let reason = match code {
+            _ if abandoned => LeaveReason::Abandon,
+            408 | 487 => LeaveReason::Timeout,
+            480 | 486 | 600 | 603 => LeaveReason::LeaveEmpty,
+            404 | 410 | 484 | 485 | 604 => LeaveReason::JoinEmpty,
+            _ => LeaveReason::Unspecified,
+        };
+        let wait = Some(ms_between(d.first, at));
+        out.push(d.event(at, EventKind::QueueLeave { queue, reason, reported_wait_ms: wait }));
+    }
+    let by = if abandoned { HangupBy::Caller } else { HangupBy::Unknown };
+    let kind = EventKind::Hangup { queue: d.queue.clone(), agent: None, by, cause, reported_talk_ms: None };
+    out.push(d.event(at, kind));
+}
+
+/// An answered call's BYE.
+fn end_answered(d: &mut Dialog, at: UnixNanos, by: HangupBy, cause: Option<u16>, out: &mut Vec<FeedEvent>) {
+    if d.direction == Direction::Outbound {
+        let agent = d.calling_agent.clone();
+        let by = match by {
+            HangupBy::Caller => HangupBy::Agent,
+            HangupBy::Agent => HangupBy::Caller,
+            HangupBy::Unknown => HangupBy::Unknown,
+        };
+        out.push(d.event(at, EventKind::Hangup { queue: None, agent, by, cause, reported_talk_ms: None }));
+        return;
+    }
+    // A REFER that was not refused: the agent's segment ended with it.
+    if d.refer.as_ref().is_some_and(|r| !r.failed) {
+        emit_transfer(d, out);
+        return;
+    }
+    let agent = d.agent();
+    out.push(d.event(at, EventKind::Hangup { queue: d.queue.clone(), agent, by, cause, reported_talk_ms: None }));
+}
+
+/// The agent's blind or attended transfer, at the REFER's time.
+fn emit_transfer(d: &mut Dialog, out: &mut Vec<FeedEvent>) {
+    let agent = d.agent();
+    let queue = d.queue.clone();
+    let Some(r) = d.refer.as_mut() else { return };
+    if r.emitted {
+        return;
+    }
+    r.emitted = true;
+    let (at, kind, target) = (r.at, r.kind, r.target.clone());
+    out.push(d.event(at, EventKind::Transfer { kind, queue, agent, target, reported_talk_ms: None }));
+}
+
+fn dial_result(d: &Dialog, outcome: DialOutcome, cause: Option<u16>) -> EventKind {
+    EventKind::DialResult { agent: d.calling_agent.clone(), dialled: d.called.clone(), trunk: None, outcome, cause }
+}
+
+// === value helpers ===
+
+/// RFC 3398 section 8.2.6.1: SIP final status → Q.850 cause.
+fn q850_of_sip(code: u16) -> Option<u16> {
+    Some(match code {
+        400 | 481 | 500 | 503 => 41,
+        401 | 402 | 403 | 407 | 603 => 21,
+        404 | 485 | 604 => 1,
+        405 | 406 | 415 | 501 => 79,
+        408 | 504 => 102,
+        410 => 22,
+        480 => 18,
+        482 | 483 => 25,
+        484 => 28,
+        486 | 600 => 17,
+        487 => 16,
+        488 | 606 => 65,
+        502 => 38,
+        413 | 414 | 416 | 420 | 421 | 423 | 505 | 513 => 127,
+        _ => return None,
+    })
+}
+
+fn ms_between(from: UnixNanos, to: UnixNanos) -> u64 {
+    u64::try_from(to.saturating_sub(from).max(0) / NANOS_PER_MS).unwrap_or(0)
+}
+
+/// The calling party: the From URI's user, else its display name.
+fn party(from: &NameAddr<'_>) -> String {
+    from.user().or(from.display).map(lossy).unwrap_or_default()
+}
+
+fn parse_host_ip(host: &[u8]) -> Option<IpAddr> {
+    let h = std::str::from_utf8(host).ok()?;
+    h.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Counts without allocating when the name was seen before.
+fn count(unparsed: &mut Unparsed, name: &str) {
+    match unparsed.by_name.get_mut(name) {
+        Some(n) => *n += 1,
+        None => unparsed.count(name),
+    }
+}
