@@ -167,6 +167,20 @@ impl Config {
                 return Err(invalid(format!("{key}.name"), format!("duplicate source name {:?}", ql.name)));
             }
         }
+        let mut devices = HashSet::new();
+        for (i, lm) in self.sources.linemon.iter().enumerate() {
+            let key = LinemonSourceConfig::key(i, self.sources.linemon.len());
+            lm.validate(&key)?;
+            if !names.insert(lm.name.as_str()) {
+                return Err(invalid(format!("{key}.name"), format!("duplicate source name {:?}", lm.name)));
+            }
+            if !devices.insert(lm.device.as_path()) {
+                return Err(invalid(
+                    format!("{key}.device"),
+                    format!("{} is read by another source", lm.device.display()),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -385,6 +399,10 @@ pub struct SourcesConfig {
     pub ami: Vec<AmiSourceConfig>,
     /// `[[sources.queue_log]]`: queue_log files to tail.
     pub queue_log: Vec<QueueLogSourceConfig>,
+    /// `[sources.linemon]` (one board) or `[[sources.linemon]]` (several):
+    /// analogue line monitors on serial ports.
+    #[serde(deserialize_with = "one_or_many")]
+    pub linemon: Vec<LinemonSourceConfig>,
 }
 
 /// `[[sources.ami]]`: one AMI connection.
@@ -620,9 +638,312 @@ impl QueueLogSourceConfig {
     }
 }
 
+// === line monitor ===
+
+/// Accepts a table (`[sources.linemon]`) as a list of one, or an array of
+/// tables (`[[sources.linemon]]`), keeping serde's errors (unknown keys,
+/// wrong types) intact, which an untagged enum would not.
+fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+
+    struct OneOrMany<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for OneOrMany<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a table or an array of tables")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<T>, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map)).map(|one| vec![one])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
+            Vec::<T>::deserialize(SeqAccessDeserializer::new(seq))
+        }
+    }
+
+    deserializer.deserialize_any(OneOrMany(std::marker::PhantomData))
+}
+
+/// `[sources.linemon]`: one analogue line monitor board (`firmware/`) on a
+/// serial port; see [`crate::sources::linemon`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinemonSourceConfig {
+    /// Source name: metric label, log field and prefix of call ids. Default
+    /// `linemon`; unique among sources.
+    pub name: String,
+    /// The serial device, e.g. a `/dev/serial/by-id/...` link (stable across
+    /// USB re-plugs, unlike `/dev/ttyUSB0`). Required.
+    pub device: PathBuf,
+    /// Baud rate (8N1, no flow control). Default 115200, the firmware's.
+    pub baud: u32,
+    /// First reopen delay after the device vanished or could not be opened,
+    /// ms (doubled per failure, jittered). Default 1000.
+    pub backoff_initial_ms: u64,
+    /// Longest reopen delay, ms. Default 30000.
+    pub backoff_max_ms: u64,
+    /// No byte at all for this long means the board is silent (it sends a
+    /// heartbeat every 10 s): logged, and the device is reopened, ms. 0
+    /// disables the check. Default 60000.
+    pub silence_timeout_ms: u64,
+    /// When a heartbeat's time, mapped through the anchor, is off the
+    /// agent's clock by more than this, the board's tick is re-anchored, ms.
+    /// Default 1000.
+    pub clock_tolerance_ms: u64,
+    /// `[[sources.linemon.lines]]`: the monitored lines. At least one.
+    pub lines: Vec<LinemonLineConfig>,
+}
+
+impl Default for LinemonSourceConfig {
+    fn default() -> Self {
+        Self {
+            name: "linemon".to_owned(),
+            device: PathBuf::new(),
+            baud: 115_200,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 30_000,
+            silence_timeout_ms: 60_000,
+            clock_tolerance_ms: 1_000,
+            lines: Vec::new(),
+        }
+    }
+}
+
+/// `[[sources.linemon.lines]]`: what one line of the board is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinemonLineConfig {
+    /// Line index on the board, from 0 (0-254). Required, unique per board.
+    pub line: u8,
+    /// Queue the line's inbound calls are offered to. Required.
+    pub queue: String,
+    /// The line's number (DID): the called number of its inbound calls.
+    #[serde(default)]
+    pub did: Option<String>,
+    /// Agent name of the phone on the line. Default `<name>-line<line>`.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// The board's polarity input is wired for this line and the exchange
+    /// reverses polarity at far-end answer and clear: outgoing calls then
+    /// get an outcome, and a reversal during an answered call is the
+    /// caller hanging up. Default false (polarity frames are ignored).
+    #[serde(default)]
+    pub polarity: bool,
+}
+
+impl LinemonSourceConfig {
+    /// The dotted key of entry `i` of `n` (`sources.linemon` when alone).
+    pub fn key(i: usize, n: usize) -> String {
+        if n == 1 { "sources.linemon".to_owned() } else { format!("sources.linemon[{i}]") }
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        check_name(&format!("{key}.name"), &self.name)?;
+        if self.device.as_os_str().is_empty() {
+            return Err(invalid(format!("{key}.device"), "is required"));
+        }
+        if !(50..=4_000_000).contains(&self.baud) {
+            return Err(invalid(
+                format!("{key}.baud"),
+                format!("{} is not a serial baud rate (50 to 4000000)", self.baud),
+            ));
+        }
+        check_positive(&format!("{key}.backoff_initial_ms"), self.backoff_initial_ms)?;
+        if self.backoff_max_ms < self.backoff_initial_ms {
+            return Err(invalid(format!("{key}.backoff_max_ms"), "must be at least backoff_initial_ms"));
+        }
+        if self.silence_timeout_ms != 0 && self.silence_timeout_ms < 1_000 {
+            return Err(invalid(format!("{key}.silence_timeout_ms"), "must be 0 (never) or at least 1000"));
+        }
+        check_positive(&format!("{key}.clock_tolerance_ms"), self.clock_tolerance_ms)?;
+        if self.lines.is_empty() {
+            return Err(invalid(format!("{key}.lines"), "at least one [[lines]] entry is required"));
+        }
+        let mut seen = HashSet::new();
+        for (i, l) in self.lines.iter().enumerate() {
+            let lkey = format!("{key}.lines[{i}]");
+            if l.line == linemon::frame::BOARD_LINE {
+                return Err(invalid(format!("{lkey}.line"), "255 is the board itself, not a line"));
+            }
+            if !seen.insert(l.line) {
+                return Err(invalid(format!("{lkey}.line"), format!("line {} is listed twice", l.line)));
+            }
+            if l.queue.trim().is_empty() {
+                return Err(invalid(format!("{lkey}.queue"), "is required"));
+            }
+            if l.did.as_deref().is_some_and(|d| d.trim().is_empty()) {
+                return Err(invalid(format!("{lkey}.did"), "must not be empty (leave it out instead)"));
+            }
+            if l.agent.as_deref().is_some_and(|a| a.trim().is_empty()) {
+                return Err(invalid(format!("{lkey}.agent"), "must not be empty (leave it out instead)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The agent name of `line`: its `agent`, else `<name>-line<line>`.
+    pub fn agent_of(&self, line: &LinemonLineConfig) -> String {
+        line.agent.clone().unwrap_or_else(|| format!("{}-line{}", self.name, line.line))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LINEMON_ONE: &str = r#"
+agent_id = "a"
+site = "x"
+[sources.linemon]
+device = "/dev/ttyUSB0"
+[[sources.linemon.lines]]
+line = 0
+queue = "accueil"
+did = "+33140000000"
+[[sources.linemon.lines]]
+line = 1
+queue = "sav"
+agent = "poste-sav"
+polarity = true
+"#;
+
+    #[test]
+    fn linemon_as_one_table() {
+        let config = Config::from_toml(LINEMON_ONE).expect("parses");
+        config.validate().expect("valid");
+        let lm = &config.sources.linemon;
+        assert_eq!(lm.len(), 1);
+        let lm = &lm[0];
+        assert_eq!(
+            LinemonSourceConfig { device: PathBuf::new(), lines: Vec::new(), ..lm.clone() },
+            LinemonSourceConfig::default()
+        );
+        assert_eq!(lm.device, PathBuf::from("/dev/ttyUSB0"));
+        assert_eq!(lm.lines[0].did.as_deref(), Some("+33140000000"));
+        assert!(!lm.lines[0].polarity && lm.lines[1].polarity);
+        assert_eq!(lm.agent_of(&lm.lines[0]), "linemon-line0");
+        assert_eq!(lm.agent_of(&lm.lines[1]), "poste-sav");
+    }
+
+    #[test]
+    fn linemon_as_an_array_of_tables() {
+        let text = r#"
+agent_id = "a"
+site = "x"
+[[sources.linemon]]
+name = "board-a"
+device = "/dev/ttyUSB0"
+lines = [{ line = 0, queue = "q" }]
+[[sources.linemon]]
+name = "board-b"
+device = "/dev/ttyUSB1"
+baud = 57600
+lines = [{ line = 0, queue = "q" }, { line = 1, queue = "r" }]
+"#;
+        let config = Config::from_toml(text).expect("parses");
+        config.validate().expect("valid");
+        let names: Vec<&str> = config.sources.linemon.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["board-a", "board-b"]);
+        assert_eq!(config.sources.linemon[1].baud, 57600);
+        assert_eq!(config.sources.linemon[1].lines.len(), 2);
+    }
+
+    #[test]
+    fn the_linemon_example_documents_its_defaults() {
+        // The example is commented out in deploy/agent.toml: uncomment the
+        // block that starts at "# [sources.linemon]" and runs to the first
+        // line that is not a comment.
+        let text = include_str!("../../../deploy/agent.toml");
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "# [sources.linemon]")
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+            .collect();
+        assert!(block.len() > 10, "deploy/agent.toml lacks the commented [sources.linemon] example");
+        let config = Config::from_toml(&format!("agent_id = \"a\"\nsite = \"x\"\n{}", block.join("\n")))
+            .expect("the linemon example parses once uncommented");
+        config.validate().expect("the linemon example is valid");
+        let lm = &config.sources.linemon[0];
+        assert_eq!(
+            LinemonSourceConfig { device: PathBuf::new(), lines: Vec::new(), ..lm.clone() },
+            LinemonSourceConfig::default(),
+            "every key of the example shows its default"
+        );
+        assert!(!lm.lines.is_empty());
+    }
+
+    #[test]
+    fn bad_linemon_configs_name_the_key() {
+        let base = "agent_id = \"a\"\nsite = \"x\"\n";
+        let line = "[[sources.linemon.lines]]\nline = 0\nqueue = \"q\"\n";
+        let cases: Vec<(String, &str)> = vec![
+            (format!("{base}[sources.linemon]\n{line}"), "sources.linemon.device"),
+            (format!("{base}[sources.linemon]\ndevice = \"/dev/x\"\n"), "sources.linemon.lines"),
+            (format!("{base}[sources.linemon]\ndevice = \"/dev/x\"\nbaud = 0\n{line}"), "sources.linemon.baud"),
+            (format!("{base}[sources.linemon]\ndevice = \"/dev/x\"\nbuad = 9600\n{line}"), "unknown field"),
+            (
+                format!(
+                    "{base}[sources.linemon]\ndevice = \"/dev/x\"\n{line}[[sources.linemon.lines]]\nline = 0\nqueue = \"r\"\n"
+                ),
+                "sources.linemon.lines[1].line",
+            ),
+            (
+                format!(
+                    "{base}[sources.linemon]\ndevice = \"/dev/x\"\n[[sources.linemon.lines]]\nline = 255\nqueue = \"q\"\n"
+                ),
+                "sources.linemon.lines[0].line",
+            ),
+            (
+                format!(
+                    "{base}[sources.linemon]\ndevice = \"/dev/x\"\n[[sources.linemon.lines]]\nline = 0\nqueue = \"\"\n"
+                ),
+                "sources.linemon.lines[0].queue",
+            ),
+            (
+                format!("{base}[sources.linemon]\ndevice = \"/dev/x\"\n[[sources.linemon.lines]]\nline = 0\n"),
+                "missing field `queue`",
+            ),
+            (
+                format!(
+                    "{base}[sources.linemon]\ndevice = \"/dev/x\"\n[[sources.linemon.lines]]\nline = 300\nqueue = \"q\"\n"
+                ),
+                "line",
+            ),
+            (
+                format!("{base}[sources.linemon]\ndevice = \"/dev/x\"\nsilence_timeout_ms = 10\n{line}"),
+                "sources.linemon.silence_timeout_ms",
+            ),
+            (
+                format!("{base}[sources.linemon]\ndevice = \"/dev/x\"\nbackoff_max_ms = 1\n{line}"),
+                "sources.linemon.backoff_max_ms",
+            ),
+            (
+                format!(
+                    "{base}[[sources.linemon]]\ndevice = \"/dev/x\"\n{line}[[sources.linemon]]\nname = \"b\"\ndevice = \"/dev/x\"\n{line}"
+                ),
+                "sources.linemon[1].device",
+            ),
+            (
+                format!(
+                    "{base}[[sources.linemon]]\ndevice = \"/dev/x\"\n{line}[[sources.linemon]]\ndevice = \"/dev/y\"\n{line}"
+                ),
+                "duplicate source name",
+            ),
+            (format!("{base}[sources]\nlinemon = 3\n"), "a table or an array of tables"),
+        ];
+        for (text, needle) in &cases {
+            let err = Config::from_toml(text).and_then(|c| c.validate()).expect_err(text);
+            assert!(err.to_string().contains(needle), "{text:?}: {err} lacks {needle:?}");
+        }
+    }
 
     const MINIMAL: &str = r#"
 agent_id = "paris-pbx1"

@@ -17,7 +17,8 @@
 //! # Layout
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`spool`]: the durable sled spool (sequence numbers, group commit, cap, acks).
-//! - [`sources`]: feed readers ([`sources::queue_log`], [`sources::ami`]).
+//! - [`sources`]: feed readers ([`sources::queue_log`], [`sources::ami`],
+//!   [`sources::linemon`]).
 //! - [`uplink`]: the `Ingest.Stream` client (handshake, batches, acks, retries).
 //! - [`metrics`]: Prometheus registry and `/metrics` server.
 //! - [`clock`], [`backoff`]: capture clocks and jittered exponential backoff.
@@ -44,6 +45,7 @@ pub use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sources::SpoolSink;
 use crate::sources::ami::AmiSource;
+use crate::sources::linemon::LinemonSource;
 use crate::sources::queue_log::QueueLogSource;
 use crate::spool::{Spool, spawn_writer};
 use crate::uplink::Uplink;
@@ -152,6 +154,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     for (i, a) in cfg.sources.ami.iter().enumerate() {
         let secret = a.secret(&format!("sources.ami[{i}]"))?;
         let source = AmiSource::new(a.clone(), secret, sink.clone(), clock, metrics.source(&a.name));
+        sources.spawn(source.run(sources_stop.clone()));
+    }
+    for l in &cfg.sources.linemon {
+        let source = LinemonSource::new(l.clone(), sink.clone(), clock, metrics.source(&l.name));
         sources.spawn(source.run(sources_stop.clone()));
     }
     sources.close();

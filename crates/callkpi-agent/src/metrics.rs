@@ -16,7 +16,9 @@
 //! | `callkpi_source_truncations_total` | counter | source | queue_log truncations (restarted at 0) |
 //! | `callkpi_source_reconnects_total` | counter | source | AMI connections lost and reopened |
 //! | `callkpi_source_spool_full_waits_total` | counter | source | queue_log chunks refused by a full spool (read paused, retried) |
-//! | `callkpi_source_connected` | gauge | source | 1 while an AMI session is logged in |
+//! | `callkpi_source_connected` | gauge | source | 1 while an AMI session is logged in (line monitor: while its device is open) |
+//! | `callkpi_source_lost_records_total` | counter | source | records the feed numbered but never delivered (line monitor sequence gaps) |
+//! | `callkpi_source_device_restarts_total` | counter | source | restarts of the device feeding the source (line monitor reboots) |
 //! | `callkpi_uplink_reconnects_total` | counter | | uplink streams ended and retried |
 //! | `callkpi_uplink_batches_sent_total` | counter | | Batches sent |
 //! | `callkpi_uplink_acked_events_total` | counter | | seqs newly acknowledged by the aggregator |
@@ -83,8 +85,12 @@ pub struct SourceMetrics {
     pub reconnects: Counter,
     /// Chunks refused by a full spool.
     pub full_waits: Counter,
-    /// 1 while connected (AMI).
+    /// 1 while connected (AMI) or open (line monitor).
     pub connected: Gauge,
+    /// Records missing from the feed's own numbering (line monitor).
+    pub lost: Counter,
+    /// Restarts of the feeding device (line monitor reboots).
+    pub device_restarts: Counter,
 }
 
 /// Every metric of one agent run. No global registry: each [`crate::run`]
@@ -102,6 +108,8 @@ pub struct Metrics {
     reconnects: Family<SourceLabels, Counter>,
     full_waits: Family<SourceLabels, Counter>,
     connected: Family<SourceLabels, Gauge>,
+    lost: Family<SourceLabels, Counter>,
+    device_restarts: Family<SourceLabels, Counter>,
     /// Uplink streams ended and retried.
     pub uplink_reconnects: Counter,
     /// Batches sent.
@@ -137,6 +145,8 @@ impl Metrics {
             reconnects: Family::default(),
             full_waits: Family::default(),
             connected: Family::default(),
+            lost: Family::default(),
+            device_restarts: Family::default(),
             uplink_reconnects: Counter::default(),
             uplink_batches_sent: Counter::default(),
             uplink_acked_events: Counter::default(),
@@ -159,6 +169,12 @@ impl Metrics {
             m.full_waits.clone(),
         );
         registry.register("source_connected", "1 while the feed's session is up", m.connected.clone());
+        registry.register("source_lost_records", "Records numbered by the feed but never received", m.lost.clone());
+        registry.register(
+            "source_device_restarts",
+            "Restarts of the device feeding the source",
+            m.device_restarts.clone(),
+        );
         registry.register("uplink_reconnects", "Uplink streams ended and retried", m.uplink_reconnects.clone());
         registry.register("uplink_batches_sent", "Batches sent to the aggregator", m.uplink_batches_sent.clone());
         registry.register(
@@ -191,6 +207,8 @@ impl Metrics {
             reconnects: self.reconnects.get_or_create(&l).clone(),
             full_waits: self.full_waits.get_or_create(&l).clone(),
             connected: self.connected.get_or_create(&l).clone(),
+            lost: self.lost.get_or_create(&l).clone(),
+            device_restarts: self.device_restarts.get_or_create(&l).clone(),
         }
     }
 

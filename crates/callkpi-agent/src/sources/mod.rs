@@ -12,13 +12,16 @@
 //!   advancing its checkpoint. Nothing is lost; reading pauses.
 //! - [`ami`] cannot replay (a socket): it submits with `replayable = false`;
 //!   when the spool is full it drops its oldest events to make room and
-//!   counts them (`callkpi_spool_dropped_events_total`).
+//!   counts them (`callkpi_spool_dropped_events_total`). [`linemon`] (a
+//!   serial line) does the same.
 //!
 //! # Layout
 //! - [`queue_log`]: tails an Asterisk queue_log file with byte-offset checkpoints.
 //! - [`ami`]: an Asterisk Manager Interface client.
+//! - [`linemon`]: the analogue line monitor board on a serial port.
 
 pub mod ami;
+pub mod linemon;
 pub mod queue_log;
 
 use std::future::Future;

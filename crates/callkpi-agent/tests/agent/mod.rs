@@ -1,6 +1,7 @@
 //! Test modules and shared helpers.
 
 mod ami;
+mod linemon;
 mod queue_log;
 mod run;
 

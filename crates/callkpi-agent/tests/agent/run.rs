@@ -133,13 +133,13 @@ fn config(dir: &std::path::Path, url: String, queue_log: &std::path::Path) -> Co
         spool: spool_config(dir),
         metrics: MetricsConfig { listen: "127.0.0.1:0".into() },
         sources: callkpi_agent::config::SourcesConfig {
-            ami: Vec::new(),
             queue_log: vec![QueueLogSourceConfig {
                 name: "ql".into(),
                 path: queue_log.to_owned(),
                 poll_interval_ms: 20,
                 ..QueueLogSourceConfig::default()
             }],
+            ..callkpi_agent::config::SourcesConfig::default()
         },
     }
 }
