@@ -21,10 +21,12 @@
 //!   active and closed as "unknown end" once the engine's clock is past the
 //!   last event by the configured timeout (or when offline input ends).
 
-use crate::counters::{CounterSet, FineKey};
+use serde::{Deserialize, Serialize};
+
+use crate::counters::{CounterSet, FineKey, Hist};
 use crate::event::{
-    DialOutcome, Event, EventKind, HangupBy, LeaveReason, MissReason, NANOS_PER_MS, SurveyMetric, TransferKind,
-    UnixNanos,
+    DialOutcome, Direction, Event, EventKind, HangupBy, LeaveReason, MissReason, NANOS_PER_MS, SurveyMetric,
+    TransferKind, UnixNanos,
 };
 use crate::time::{BUCKET_NS, bucket_of};
 
@@ -97,6 +99,9 @@ pub struct Segment {
     pub visit: Option<usize>,
     /// Answer time.
     pub start: UnixNanos,
+    /// Ring time before the answer, ms: the PBX's figure when reported,
+    /// else from this agent's `Ringing` to the answer (0 when neither).
+    pub ring_ms: u64,
     /// End time, once known.
     pub end: Option<UnixNanos>,
     /// How it ended.
@@ -131,6 +136,140 @@ impl Segment {
         match self.wrap {
             Some((s, Some(e))) => ms(e - s),
             _ => 0,
+        }
+    }
+}
+
+impl Segment {
+    /// End of the conversation, or of its after-call work when that ended.
+    pub fn end_with_wrap(&self) -> Option<UnixNanos> {
+        match self.wrap {
+            Some((_, Some(we))) if self.end.is_some() => Some(we),
+            _ => self.end,
+        }
+    }
+
+    /// Who ended the conversation, when it ended with a hang-up that said so.
+    pub fn ended_by(&self) -> HangupBy {
+        match self.end_kind {
+            Some(SegmentEnd::Hangup(by)) => by,
+            _ => HangupBy::Unknown,
+        }
+    }
+
+    /// Whether the conversation ended with a transfer.
+    pub fn transferred(&self) -> bool {
+        matches!(self.end_kind, Some(SegmentEnd::Transfer(_)))
+    }
+}
+
+/// How a call, or one queue visit of it, ended, as call lists and timelines
+/// show it (`CallOutcome` in `reports.proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallOutcome {
+    /// Not ended yet: a caller waiting, a conversation or its wrap-up going on.
+    InProgress,
+    /// An agent answered.
+    Answered,
+    /// The caller hung up while waiting, after the short-abandon threshold.
+    Abandoned,
+    /// The caller hung up within the short-abandon threshold.
+    ShortAbandoned,
+    /// The queue's wait limit expired.
+    Timeout,
+    /// The caller pressed a key to leave.
+    ExitWithKey,
+    /// No agent could take calls any more.
+    LeaveEmpty,
+    /// The queue was full.
+    Full,
+    /// No agent was available at join time.
+    JoinEmpty,
+    /// Transferred away before an agent answered.
+    Transferred,
+    /// Closed by timeout: the exit event never arrived.
+    UnknownEnd,
+    /// Left the queue and the source did not say why (an AMI
+    /// `QueueCallerLeave` that no answer followed).
+    LeftUnspecified,
+    /// Not queued, and nobody answered.
+    Unanswered,
+    /// Outbound: the called party answered.
+    OutboundConnected,
+    /// Outbound: busy, no answer, failed, congestion or unavailable.
+    OutboundUnreached,
+    /// Outbound: the agent gave up before an answer.
+    OutboundAgentAbandoned,
+}
+
+impl CallOutcome {
+    /// Every value, for exhaustive tests and help texts.
+    pub const ALL: [CallOutcome; 16] = [
+        CallOutcome::InProgress,
+        CallOutcome::Answered,
+        CallOutcome::Abandoned,
+        CallOutcome::ShortAbandoned,
+        CallOutcome::Timeout,
+        CallOutcome::ExitWithKey,
+        CallOutcome::LeaveEmpty,
+        CallOutcome::Full,
+        CallOutcome::JoinEmpty,
+        CallOutcome::Transferred,
+        CallOutcome::UnknownEnd,
+        CallOutcome::LeftUnspecified,
+        CallOutcome::Unanswered,
+        CallOutcome::OutboundConnected,
+        CallOutcome::OutboundUnreached,
+        CallOutcome::OutboundAgentAbandoned,
+    ];
+
+    /// The snake_case name used in JSON and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::InProgress => "in_progress",
+            CallOutcome::Answered => "answered",
+            CallOutcome::Abandoned => "abandoned",
+            CallOutcome::ShortAbandoned => "short_abandoned",
+            CallOutcome::Timeout => "timeout",
+            CallOutcome::ExitWithKey => "exit_with_key",
+            CallOutcome::LeaveEmpty => "leave_empty",
+            CallOutcome::Full => "full",
+            CallOutcome::JoinEmpty => "join_empty",
+            CallOutcome::Transferred => "transferred",
+            CallOutcome::UnknownEnd => "unknown_end",
+            CallOutcome::LeftUnspecified => "left_unspecified",
+            CallOutcome::Unanswered => "unanswered",
+            CallOutcome::OutboundConnected => "outbound_connected",
+            CallOutcome::OutboundUnreached => "outbound_unreached",
+            CallOutcome::OutboundAgentAbandoned => "outbound_agent_abandoned",
+        }
+    }
+}
+
+impl Visit {
+    /// How this visit ended (never an outbound value). `short_abandon_s`
+    /// (0 = none) separates short abandons with the KPIs' rule (wait in
+    /// whole seconds rounded up at most the threshold).
+    pub fn call_outcome(&self, short_abandon_s: u32) -> CallOutcome {
+        let Some(outcome) = self.outcome else { return CallOutcome::InProgress };
+        match outcome {
+            VisitOutcome::Answered | VisitOutcome::Left(LeaveReason::Answered) => CallOutcome::Answered,
+            VisitOutcome::Left(LeaveReason::Abandon) => {
+                if short_abandon_s > 0 && Hist::bucket(self.wait_ms) <= u64::from(short_abandon_s) {
+                    CallOutcome::ShortAbandoned
+                } else {
+                    CallOutcome::Abandoned
+                }
+            }
+            VisitOutcome::Left(LeaveReason::Timeout) => CallOutcome::Timeout,
+            VisitOutcome::Left(LeaveReason::ExitWithKey) => CallOutcome::ExitWithKey,
+            VisitOutcome::Left(LeaveReason::LeaveEmpty) => CallOutcome::LeaveEmpty,
+            VisitOutcome::Left(LeaveReason::Full) => CallOutcome::Full,
+            VisitOutcome::Left(LeaveReason::JoinEmpty) => CallOutcome::JoinEmpty,
+            VisitOutcome::Left(LeaveReason::Transfer) => CallOutcome::Transferred,
+            VisitOutcome::Left(LeaveReason::Unspecified) => CallOutcome::LeftUnspecified,
+            VisitOutcome::UnknownEnd => CallOutcome::UnknownEnd,
         }
     }
 }
@@ -189,6 +328,11 @@ pub struct CallRecord {
     pub caller: Option<String>,
     /// DID / called number of an inbound call.
     pub did: Option<String>,
+    /// Direction from the first `CallOffered`, when there is one.
+    pub direction: Option<Direction>,
+    /// Called number whatever the direction: the first `CallOffered`'s, else
+    /// the first dialled number.
+    pub called: Option<String>,
     /// First and last event time.
     pub first: UnixNanos,
     /// Last event time.
@@ -251,7 +395,11 @@ impl CallRecord {
         let t = ev.kpi_time();
         match &ev.kind {
             EventKind::CallOffered { caller, called, direction, .. } => {
-                if *direction == crate::event::Direction::Inbound {
+                self.direction.get_or_insert(*direction);
+                if self.called.is_none() && !called.is_empty() {
+                    self.called = Some(called.clone());
+                }
+                if *direction == Direction::Inbound {
                     if self.caller.is_none() && !caller.is_empty() {
                         self.caller = Some(caller.clone());
                     }
@@ -308,7 +456,9 @@ impl CallRecord {
                     ring_ms,
                 });
             }
-            EventKind::Answered { queue, agent, reported_wait_ms, .. } => {
+            EventKind::Answered { queue, agent, reported_wait_ms, reported_ring_ms } => {
+                let rang_since = ringing.iter().rev().find(|(a, _)| a == agent).map(|(_, s)| *s);
+                let ring_ms = reported_ring_ms.unwrap_or_else(|| rang_since.map_or(0, |s| ms(t - s)));
                 ringing.retain(|(a, _)| a != agent);
                 let visit = queue.as_deref().and_then(|q| self.open_visit(q));
                 if let Some(i) = visit {
@@ -326,6 +476,7 @@ impl CallRecord {
                         queue: queue.clone(),
                         visit,
                         start: t,
+                        ring_ms,
                         end: None,
                         end_kind: None,
                         reported_talk_ms: None,
@@ -384,7 +535,10 @@ impl CallRecord {
                     s.wrap = Some((st, Some(t)));
                 }
             }
-            EventKind::DialResult { agent, trunk, outcome, .. } => {
+            EventKind::DialResult { agent, trunk, outcome, dialled, .. } => {
+                if self.called.is_none() && !dialled.is_empty() {
+                    self.called = Some(dialled.clone());
+                }
                 self.dials.push(Dial { at: t, agent: agent.clone(), trunk: trunk.clone(), outcome: *outcome })
             }
             EventKind::SurveyAnswer { metric, score, scale_min, scale_max, queue, agent } => {
@@ -491,6 +645,77 @@ impl CallRecord {
         let queue = self.visits.first().map(|v| v.queue.clone());
         let agent = self.segments.first().map(|s| s.agent.clone());
         (queue, agent)
+    }
+
+    /// How the call ended: its last outbound dial for outbound calls, its
+    /// last queue visit for queued calls, else whether an agent answered.
+    /// `short_abandon_s` (0 = none) separates short abandons as the KPIs do.
+    pub fn outcome(&self, short_abandon_s: u32) -> CallOutcome {
+        if self.open {
+            return CallOutcome::InProgress;
+        }
+        if let Some(d) = self.dials.last() {
+            return match d.outcome {
+                DialOutcome::Answered => CallOutcome::OutboundConnected,
+                DialOutcome::AgentAbandoned => CallOutcome::OutboundAgentAbandoned,
+                DialOutcome::Busy
+                | DialOutcome::NoAnswer
+                | DialOutcome::Failed
+                | DialOutcome::Congestion
+                | DialOutcome::Unavailable => CallOutcome::OutboundUnreached,
+            };
+        }
+        match self.visits.last() {
+            Some(v) => v.call_outcome(short_abandon_s),
+            None if self.segments.is_empty() => CallOutcome::Unanswered,
+            None => CallOutcome::Answered,
+        }
+    }
+
+    /// End of the call (its last event) once nothing is open.
+    pub fn end(&self) -> Option<UnixNanos> {
+        (!self.open).then_some(self.last)
+    }
+
+    /// The direction given by the source, else outbound when there are
+    /// dial results, else inbound.
+    pub fn direction_or_inferred(&self) -> Direction {
+        self.direction.unwrap_or(if self.dials.is_empty() { Direction::Inbound } else { Direction::Outbound })
+    }
+
+    /// Total queue wait until answer or exit over all visits, ms.
+    pub fn wait_ms(&self) -> u64 {
+        self.visits.iter().map(|v| v.wait_ms).sum()
+    }
+
+    /// Total talk time over all segments (hold excluded), ms.
+    pub fn talk_ms(&self) -> u64 {
+        self.segments.iter().map(Segment::talk_ms).sum()
+    }
+
+    /// Transfers made: segments that ended in one, and transfers no
+    /// segment of this feed explains.
+    pub fn transfers(&self) -> usize {
+        let ended = self.segments.iter().filter(|s| matches!(s.end_kind, Some(SegmentEnd::Transfer(_)))).count();
+        ended + self.loose_transfers.len()
+    }
+
+    /// Agents who talked to the caller, in order of answer; an agent who
+    /// answered twice in a row is listed once.
+    pub fn agents(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.segments.iter().map(|s| s.agent.as_str()).collect();
+        out.dedup();
+        out
+    }
+
+    /// Whether the call visited `queue` (or was answered from it).
+    pub fn visited(&self, queue: &str) -> bool {
+        self.visits.iter().any(|v| v.queue == queue) || self.segments.iter().any(|s| s.queue.as_deref() == Some(queue))
+    }
+
+    /// Whether `agent` talked to the caller or was offered the call (rang).
+    pub fn involves_agent(&self, agent: &str) -> bool {
+        self.segments.iter().any(|s| s.agent == agent) || self.missed.iter().any(|m| m.agent == agent)
     }
 
     fn key(&self, t: UnixNanos, queue: Option<&String>, agent: Option<&String>) -> FineKey {

@@ -8,12 +8,13 @@
 //! - the result does not depend on the order in which events arrive;
 //! - a late event (an office that was offline for a day) corrects the
 //!   intervals it belongs to;
-//! - an event delivered twice (same [`EventId`]) is counted once.
+//! - an event delivered twice (same [`EventId`](crate::event::EventId)) is counted once.
 //!
 //! "Now" is an argument: the engine's clock is the latest KPI time seen, or
 //! what the caller passes to [`Engine::refresh`]. A call with nothing open is
 //! final; one still open past `unknown_end_timeout` is closed as "unknown end".
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::agent::{self, StateChange};
@@ -81,6 +82,10 @@ struct CallerLog {
 pub struct Engine {
     cfg: EngineConfig,
     calls: HashMap<CallKey, CallState>,
+    /// Sites each PBX call id was seen at (a call id alone may be ambiguous).
+    call_sites: HashMap<String, Vec<String>>,
+    /// Rebuilt calls by (first event time, site, call id), for range queries.
+    calls_by_start: BTreeSet<(UnixNanos, String, String)>,
     agents: HashMap<AgentKey, AgentLog>,
     callers: HashMap<CallerKey, CallerLog>,
     /// Queues each agent was seen working in, per call (for inferred logins).
@@ -143,7 +148,13 @@ impl Engine {
             }
             _ => {
                 let key = (site, ev.call_id.clone());
-                let st = self.calls.entry(key.clone()).or_default();
+                let st = match self.calls.entry(key.clone()) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => {
+                        self.call_sites.entry(key.1.clone()).or_default().push(key.0.clone());
+                        v.insert(CallState::default())
+                    }
+                };
                 if st.events.iter().any(|e| e.id == ev.id) {
                     self.duplicates += 1;
                     return false;
@@ -229,6 +240,14 @@ impl Engine {
         let last = st.events.iter().map(Event::kpi_time).max().unwrap_or(now);
         let closed = close_all || now - last >= self.cfg.unknown_end_timeout;
         let rec = CallRecord::build(&mut st.events, closed);
+        // Re-indexed only when the start moved (a late, earlier event).
+        let old_first = st.record.as_ref().map(|r| r.first);
+        if old_first != Some(rec.first) {
+            if let Some(first) = old_first {
+                self.calls_by_start.remove(&(first, key.0.clone(), key.1.clone()));
+            }
+            self.calls_by_start.insert((rec.first, key.0.clone(), key.1.clone()));
+        }
         let contribution = rec.contribution();
         self.store.add(&st.contribution, -1);
         self.store.add(&contribution, 1);
@@ -345,6 +364,47 @@ impl Engine {
     /// Every call record, as of the last refresh (unordered).
     pub fn calls(&self) -> impl Iterator<Item = &CallRecord> {
         self.calls.values().filter_map(|c| c.record.as_ref())
+    }
+
+    /// The events of a call, sorted by KPI time then event id, as of the
+    /// last refresh (events filed since are appended unsorted).
+    pub fn call_events(&self, site: &str, call_id: &str) -> Option<&[Event]> {
+        self.calls.get(&(site.to_owned(), call_id.to_owned())).map(|c| c.events.as_slice())
+    }
+
+    /// The sites at which a PBX call id was seen, in order of first sight:
+    /// two PBXs may well number calls alike.
+    pub fn call_sites(&self, call_id: &str) -> &[String] {
+        self.call_sites.get(call_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Calls whose first event is at or after `from` and before `to`, in
+    /// ascending (first event time, site, call id) order, newest last;
+    /// with `before`, only those that sort strictly before that
+    /// (time, site, call id) key, for paging backwards. As of the last refresh.
+    pub fn calls_started(
+        &self,
+        from: UnixNanos,
+        to: UnixNanos,
+        before: Option<(UnixNanos, &str, &str)>,
+    ) -> impl DoubleEndedIterator<Item = &CallRecord> {
+        use std::ops::Bound;
+        let end_key = (to, String::new(), String::new());
+        let upper = match before {
+            Some((t, site, id)) if (t, site, id) < (to, "", "") => Bound::Excluded((t, site.to_owned(), id.to_owned())),
+            _ => Bound::Excluded(end_key),
+        };
+        let lower = Bound::Included((from, String::new(), String::new()));
+        // An empty or inverted range yields nothing rather than panicking.
+        let valid = match (&lower, &upper) {
+            (Bound::Included(l), Bound::Excluded(u)) => l < u,
+            _ => true,
+        };
+        let range = if valid { Some(self.calls_by_start.range((lower, upper))) } else { None };
+        range
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, site, id)| self.calls.get(&(site.clone(), id.clone())).and_then(|c| c.record.as_ref()))
     }
 
     /// Builds report rows from the counters (call [`Engine::refresh`] first).

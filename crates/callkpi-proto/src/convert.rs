@@ -15,6 +15,7 @@
 //! the core model, or a value added to a proto enum, fails to compile here
 //! until the contract says how it travels.
 
+use callkpi_core::call::CallOutcome;
 use callkpi_core::event::{
     AgentState, DialOutcome, Direction, Event, EventId, EventKind, EventTime, HangupBy, LeaveReason, MissReason,
     SourceKind, SurveyMetric, TransferKind,
@@ -66,7 +67,7 @@ pub enum ConvertError {
 // === Enums ===
 
 /// Decoding of a wire enum (an `i32`) into its core counterpart.
-trait FromWire: Sized {
+pub(crate) trait FromWire: Sized {
     /// The core value of `value`, or why there is none; `field` names the
     /// field in errors.
     fn from_wire(value: i32, field: &'static str) -> Result<Self, ConvertError>;
@@ -158,8 +159,29 @@ wire_enum!(SurveyMetric <=> SurveyMetric {
     Ces <=> Ces,
 });
 
+// Not part of `Event`: the outcome call lists and timelines show
+// (reports.proto), converted here to share the macro; see `crate::calls`.
+wire_enum!(CallOutcome <=> CallOutcome {
+    InProgress <=> InProgress,
+    Answered <=> Answered,
+    Abandoned <=> Abandoned,
+    ShortAbandoned <=> ShortAbandoned,
+    Timeout <=> Timeout,
+    ExitWithKey <=> ExitWithKey,
+    LeaveEmpty <=> LeaveEmpty,
+    Full <=> Full,
+    JoinEmpty <=> JoinEmpty,
+    Transferred <=> Transferred,
+    UnknownEnd <=> UnknownEnd,
+    LeftUnspecified <=> LeftUnspecified,
+    Unanswered <=> Unanswered,
+    OutboundConnected <=> OutboundConnected,
+    OutboundUnreached <=> OutboundUnreached,
+    OutboundAgentAbandoned <=> OutboundAgentAbandoned,
+});
+
 /// A wire enum field as its core value.
-fn enum_field<T: FromWire>(value: i32, field: &'static str) -> Result<T, ConvertError> {
+pub(crate) fn enum_field<T: FromWire>(value: i32, field: &'static str) -> Result<T, ConvertError> {
     T::from_wire(value, field)
 }
 

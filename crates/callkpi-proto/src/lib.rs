@@ -17,10 +17,12 @@
 //!   `reports_client`) and servers (`ingest_server`, `reports_server`).
 //! - [`convert`]: `callkpi_core::event::Event` to and from [`pb::Event`].
 //! - [`report`]: KPI reports and queries, core to and from the wire.
+//! - [`calls`]: call summaries and timelines, core to the wire.
 //! - [`events_crc32c`], [`encoded_events_crc32c`]: the `Batch.crc32c` checksum.
 //! - [`FILE_DESCRIPTOR_SET`], [`CONTRACT_REVISION`]: for reflection and for
 //!   the `Hello`/`Welcome` revision check.
 
+pub mod calls;
 pub mod convert;
 pub mod report;
 
