@@ -272,6 +272,17 @@ pub fn sha256_hex(s: &str) -> String {
     sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Where an agent of [`Setup::agent_config_at`] lives and connects.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentAt<'a> {
+    /// Its site.
+    pub site: &'a str,
+    /// The port its uplink connects to on 127.0.0.1.
+    pub uplink: u16,
+    /// Its metrics port.
+    pub http: u16,
+}
+
 /// One aggregator and agents on loopback ports, with their files in a temporary directory.
 pub struct Setup {
     /// The directory.
@@ -298,6 +309,11 @@ impl Setup {
 
     /// Writes the aggregator config (agents A and B, reader token [`TOKEN_READER`]).
     pub fn aggregator_config(&self) -> PathBuf {
+        self.aggregator_config_with("")
+    }
+
+    /// Writes the aggregator config with `extra` TOML tables appended.
+    pub fn aggregator_config_with(&self, extra: &str) -> PathBuf {
         let cfg = format!(
             r#"listen = "127.0.0.1:{grpc}"
 metrics_listen = "127.0.0.1:{http}"
@@ -318,7 +334,8 @@ token_sha256 = "{b}"
 [[readers]]
 name = "ops"
 token_sha256 = "{r}"
-"#,
+
+{extra}"#,
             grpc = self.grpc,
             http = self.agg_http,
             store = self.path("store").display(),
@@ -333,9 +350,23 @@ token_sha256 = "{r}"
 
     /// Writes an agent config; `sources` is appended verbatim.
     pub fn agent_config(&self, agent_id: &str, token: &str, spool_max: u64, sources: &str) -> PathBuf {
+        let at = AgentAt { site: "paris", uplink: self.grpc, http: self.agent_http };
+        self.agent_config_at(agent_id, token, spool_max, sources, at)
+    }
+
+    /// Writes an agent config for `at`'s site, uplink port and metrics port
+    /// (a second agent, or one that reaches the aggregator through a relay).
+    pub fn agent_config_at(
+        &self,
+        agent_id: &str,
+        token: &str,
+        spool_max: u64,
+        sources: &str,
+        at: AgentAt<'_>,
+    ) -> PathBuf {
         let cfg = format!(
             r#"agent_id = "{agent_id}"
-site = "paris"
+site = "{site}"
 
 [uplink]
 url = "http://127.0.0.1:{grpc}"
@@ -354,9 +385,10 @@ reserve_bytes = 4096
 listen = "127.0.0.1:{http}"
 
 {sources}"#,
-            grpc = self.grpc,
+            site = at.site,
+            grpc = at.uplink,
             spool = self.path(&format!("spool-{agent_id}")).display(),
-            http = self.agent_http,
+            http = at.http,
         );
         let p = self.path(&format!("agent-{agent_id}.toml"));
         std::fs::write(&p, cfg).unwrap();
@@ -370,7 +402,12 @@ listen = "127.0.0.1:{http}"
 
     /// Starts the aggregator and waits until it answers.
     pub fn aggregator(&self) -> Proc {
-        let cfg = self.aggregator_config();
+        self.aggregator_with("")
+    }
+
+    /// Starts the aggregator with `extra` config tables and waits until it answers.
+    pub fn aggregator_with(&self, extra: &str) -> Proc {
+        let cfg = self.aggregator_config_with(extra);
         let p = Proc::start(
             "callkpi-aggregator",
             &["run", "--config", cfg.to_str().unwrap()],

@@ -110,6 +110,72 @@ pub struct Config {
     /// read, a reader token cannot deliver. Without any, `Reports` refuses
     /// every call.
     pub readers: Vec<ReaderConfig>,
+    /// `[live]`: what "today" and the service-level thresholds mean for the
+    /// live views (the wallboard and the per-queue gauges of `/metrics`).
+    pub live: LiveConfig,
+    /// `[wallboard]`: the wallboard page on the HTTP port.
+    pub wallboard: WallboardConfig,
+}
+
+/// `[live]`: parameters of the live per-queue figures shown on the
+/// wallboard and exported as `callkpi_queue_*` gauges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// IANA time zone whose midnight starts "today" (`UTC`, `Europe/Paris`,
+    /// or `local` for the server's zone). The wallboard's `?tz=` overrides it
+    /// per screen.
+    pub time_zone: String,
+    /// Service-level thresholds, seconds (1 to 3600, distinct). The first
+    /// one is the big, coloured figure of the wallboard; every one is a
+    /// `threshold` label of `callkpi_queue_service_level_today_ratio`.
+    pub sl_thresholds_s: Vec<u32>,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self { time_zone: "UTC".to_owned(), sl_thresholds_s: vec![20] }
+    }
+}
+
+/// `[wallboard]`: the page at `/wallboard/` and its colour thresholds.
+///
+/// Access: when `[[readers]]` are configured, the page, its JSON and its
+/// event stream need a reader token (`?token=` or `Authorization: Bearer`);
+/// without readers they are open to whoever reaches `metrics_listen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WallboardConfig {
+    /// Serve the wallboard (`/wallboard/`, its JSON and its event stream).
+    pub enabled: bool,
+    /// Heading of the page (at most 100 characters).
+    pub title: String,
+    /// Today's service level at or above this is green, percent.
+    pub sl_green_pct: u8,
+    /// At or above this (and below green) amber, below it red, percent.
+    pub sl_amber_pct: u8,
+    /// Today's abandonment at or above this is amber, percent.
+    pub abandon_amber_pct: u8,
+    /// At or above this red (below amber it is green), percent.
+    pub abandon_red_pct: u8,
+    /// How often the server recomputes the figures it pushes, ms (200 to
+    /// 60000); it also recomputes after every ingested batch, and pushes only
+    /// what changed (at least every 15 s, so a screen can tell it is live).
+    pub push_interval_ms: u32,
+}
+
+impl Default for WallboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            title: "Contact centre".to_owned(),
+            sl_green_pct: 80,
+            sl_amber_pct: 70,
+            abandon_amber_pct: 5,
+            abandon_red_pct: 10,
+            push_interval_ms: 1_000,
+        }
+    }
 }
 
 /// `[[readers]]`: one report reader and its bearer token.
@@ -173,6 +239,8 @@ impl Default for Config {
             tls: None,
             agents: Vec::new(),
             readers: Vec::new(),
+            live: LiveConfig::default(),
+            wallboard: WallboardConfig::default(),
         }
     }
 }
@@ -350,7 +418,54 @@ impl Config {
             }
             readers.push((reader.name.clone(), digest));
         }
+        self.validate_live()?;
         Ok(Resolved { agents, tls, readers })
+    }
+}
+
+impl Config {
+    /// `[live]` and `[wallboard]`.
+    fn validate_live(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid { key: key.into(), reason };
+        callkpi_core::time::parse_tz(&self.live.time_zone).map_err(|reason| invalid("live.time_zone", reason))?;
+        let thresholds = &self.live.sl_thresholds_s;
+        if thresholds.is_empty() {
+            return Err(invalid("live.sl_thresholds_s", "needs at least one threshold".into()));
+        }
+        for (i, t) in thresholds.iter().enumerate() {
+            if !(1..=3600).contains(t) {
+                return Err(invalid("live.sl_thresholds_s", format!("{t} is not in 1..=3600 seconds")));
+            }
+            if thresholds[..i].contains(t) {
+                return Err(invalid("live.sl_thresholds_s", format!("{t} is listed twice")));
+            }
+        }
+        let w = &self.wallboard;
+        if w.title.chars().count() > 100 {
+            return Err(invalid("wallboard.title", "is longer than 100 characters".into()));
+        }
+        if w.sl_green_pct > 100 {
+            return Err(invalid("wallboard.sl_green_pct", format!("{} is above 100", w.sl_green_pct)));
+        }
+        if w.sl_amber_pct > w.sl_green_pct {
+            return Err(invalid(
+                "wallboard.sl_amber_pct",
+                format!("{} is above sl_green_pct ({})", w.sl_amber_pct, w.sl_green_pct),
+            ));
+        }
+        if w.abandon_red_pct > 100 {
+            return Err(invalid("wallboard.abandon_red_pct", format!("{} is above 100", w.abandon_red_pct)));
+        }
+        if w.abandon_amber_pct > w.abandon_red_pct {
+            return Err(invalid(
+                "wallboard.abandon_amber_pct",
+                format!("{} is above abandon_red_pct ({})", w.abandon_amber_pct, w.abandon_red_pct),
+            ));
+        }
+        if !(200..=60_000).contains(&w.push_interval_ms) {
+            return Err(invalid("wallboard.push_interval_ms", format!("{} is not in 200..=60000", w.push_interval_ms)));
+        }
+        Ok(())
     }
 }
 
@@ -424,6 +539,33 @@ mod tests {
         assert_eq!(invalid_key(&format!("{agent}{agent}")), "agents[1].id");
         let same_token = format!("{agent}[[agents]]\nid = \"b\"\ntoken_sha256 = \"{}\"\n", HASH.to_uppercase());
         assert_eq!(invalid_key(&same_token), "agents[1].token_sha256");
+    }
+
+    #[test]
+    fn live_and_wallboard_keys_are_checked() {
+        let agent = format!("[[agents]]\nid = \"a\"\ntoken_sha256 = \"{HASH}\"\n");
+        let ok = Config::parse(&format!(
+            "[live]\ntime_zone = \"Europe/Paris\"\nsl_thresholds_s = [20, 60]\n\
+             [wallboard]\nsl_green_pct = 90\nsl_amber_pct = 80\n{agent}"
+        ))
+        .unwrap();
+        ok.validate().expect("valid");
+        assert_eq!(ok.live.sl_thresholds_s, [20, 60]);
+        assert_eq!(ok.wallboard.abandon_red_pct, WallboardConfig::default().abandon_red_pct);
+        for (text, key) in [
+            ("[live]\ntime_zone = \"Mars/Olympus\"\n", "live.time_zone"),
+            ("[live]\nsl_thresholds_s = []\n", "live.sl_thresholds_s"),
+            ("[live]\nsl_thresholds_s = [0]\n", "live.sl_thresholds_s"),
+            ("[live]\nsl_thresholds_s = [20, 20]\n", "live.sl_thresholds_s"),
+            ("[wallboard]\nsl_green_pct = 101\n", "wallboard.sl_green_pct"),
+            ("[wallboard]\nsl_green_pct = 60\nsl_amber_pct = 70\n", "wallboard.sl_amber_pct"),
+            ("[wallboard]\nabandon_amber_pct = 20\nabandon_red_pct = 10\n", "wallboard.abandon_amber_pct"),
+            ("[wallboard]\npush_interval_ms = 10\n", "wallboard.push_interval_ms"),
+        ] {
+            assert_eq!(invalid_key(&format!("{text}{agent}")), key, "{text}");
+        }
+        let err = Config::parse("[wallboard]\ncolour = \"red\"\n").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
     }
 
     #[test]

@@ -27,8 +27,10 @@
 //!   rejects), as specified in `proto/callkpi/v1/ingest.proto`.
 //! - [`reports`]: the KPI engine following the store, and the `Reports`
 //!   service (`GetKpis`, `ListAgents`) for authenticated readers.
-//! - `metrics`: prometheus-client metrics and the `/metrics` + `/healthz`
-//!   HTTP router.
+//! - `metrics`: prometheus-client metrics (live per-queue gauges included)
+//!   and the `/metrics` + `/healthz` HTTP router.
+//! - `wallboard`: the wall-TV page at `/wallboard/`, its JSON and its
+//!   Server-Sent Events, fed by the same live view as `WatchKpis`.
 //! - this file: [`Aggregator`] and [`serve`], which wire the gRPC server
 //!   (Ingest, health, reflection), the HTTP server and shutdown.
 //! - `main.rs`: CLI (`run`, `validate`, `hash-token`), tracing, signals.
@@ -47,6 +49,7 @@ mod ingest;
 mod metrics;
 pub mod reports;
 pub mod store;
+mod wallboard;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -144,6 +147,8 @@ impl Aggregator {
             heartbeat_interval_ms: cfg.heartbeat_interval_ms,
             max_message_bytes: cfg.max_message_bytes,
         };
+        let configured: Vec<(String, Option<String>)> =
+            resolved.agents.iter().map(|a| (a.id.clone(), a.site.clone())).collect();
         let state = Arc::new(IngestState::new(
             limits,
             Authenticator::new(resolved.agents.clone(), mtls),
@@ -156,6 +161,15 @@ impl Aggregator {
 
         let follower = reports::KpiFollower::new(store.clone());
         tracker.spawn(Arc::clone(&follower).run(stop.clone()));
+        let wallboard = Arc::new(wallboard::Wallboard::new(
+            Arc::clone(&follower),
+            store.clone(),
+            (!resolved.readers.is_empty()).then(|| ReaderAuth::new(resolved.readers.clone())),
+            cfg.live.clone(),
+            cfg.wallboard.clone(),
+            configured,
+            stop.clone(),
+        ));
         let reports_service =
             reports::ReportsService::new(follower, ReaderAuth::new(resolved.readers.clone()), stop.clone())
                 .into_server(cfg.max_message_bytes);
@@ -198,7 +212,10 @@ impl Aggregator {
                 TcpIncoming::from(grpc).with_nodelay(Some(true)),
                 stop.clone().cancelled_owned(),
             );
-        let http_server = axum::serve(http, metrics::router(HttpState { metrics, store: store.clone() }))
+        if wallboard.enabled() && !wallboard.protected() {
+            tracing::warn!(http = ?http.local_addr().ok(), "No [[readers]] configured: the wallboard is open to anyone who reaches the HTTP port.");
+        }
+        let http_server = axum::serve(http, metrics::router(HttpState { metrics, store: store.clone(), wallboard }))
             .with_graceful_shutdown(stop.clone().cancelled_owned());
         let mut grpc_task = tokio::spawn(grpc_server);
         let mut http_task = tokio::spawn(async move { http_server.await });

@@ -25,6 +25,21 @@
 //! | `callkpi_agent_spool_bytes` | gauge | agent | agent's spool size, from its last Hello/Heartbeat |
 //! | `callkpi_agent_connected` | gauge | agent | 1 while the agent has a live stream |
 //! | `callkpi_agents_connected` | gauge | | live streams |
+//! | `callkpi_queue_waiting` | gauge | queue | callers waiting now |
+//! | `callkpi_queue_longest_wait_seconds` | gauge | queue | wait of the longest-waiting caller now (0 when none) |
+//! | `callkpi_queue_service_level_today_ratio` | gauge | queue, threshold | today's service level, 0 to 1 (absent while nothing was offered) |
+//! | `callkpi_queue_abandon_today_ratio` | gauge | queue | today's abandoned / offered, 0 to 1 (absent while nothing was offered) |
+//! | `callkpi_queue_offered_today` | gauge | queue | calls offered today (short abandons excluded) |
+//! | `callkpi_queue_answered_today` | gauge | queue | calls answered today |
+//! | `callkpi_queue_agents` | gauge | queue, state | members `available`, `busy` (on a call), `wrapup`, `paused` |
+//!
+//! The `callkpi_queue_*` gauges are the live figures of `WatchKpis` and the
+//! wallboard, computed at scrape time: "today" starts at midnight in
+//! `[live].time_zone`, and `threshold` takes each of `[live].sl_thresholds_s`
+//! (seconds). A queue appears once it has had a caller or a member, and
+//! its series vanish when it has neither today. Queue names come from the
+//! PBXs of configured agents only. The live view merges a queue's callers
+//! across sites, so there is no `site` label.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -40,7 +55,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use callkpi_proto::pb;
+
 use crate::store::Store;
+use crate::wallboard::Wallboard;
 
 /// `agent` label.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -58,6 +76,26 @@ pub(crate) struct ReasonLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct CodeLabel {
     pub(crate) code: &'static str,
+}
+
+/// `queue` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct QueueLabel {
+    pub(crate) queue: String,
+}
+
+/// `queue` and service-level `threshold` (seconds) labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct QueueThresholdLabel {
+    pub(crate) queue: String,
+    pub(crate) threshold: String,
+}
+
+/// `queue` and agent `state` labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct QueueStateLabel {
+    pub(crate) queue: String,
+    pub(crate) state: &'static str,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -82,6 +120,15 @@ pub(crate) struct Metrics {
     pub(crate) spool_bytes: Family<AgentLabel, Gauge>,
     pub(crate) agent_connected: Family<AgentLabel, Gauge>,
     pub(crate) connected: Gauge,
+    queue_waiting: Family<QueueLabel, Gauge>,
+    queue_longest_wait: Family<QueueLabel, FloatGauge>,
+    queue_service_level: Family<QueueThresholdLabel, FloatGauge>,
+    queue_abandon: Family<QueueLabel, FloatGauge>,
+    queue_offered: Family<QueueLabel, Gauge>,
+    queue_answered: Family<QueueLabel, Gauge>,
+    queue_agents: Family<QueueStateLabel, Gauge>,
+    /// Serialises scrapes: the queue families are cleared and refilled.
+    render_lock: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -107,6 +154,14 @@ impl Metrics {
             spool_bytes: Family::default(),
             agent_connected: Family::default(),
             connected: Gauge::default(),
+            queue_waiting: Family::default(),
+            queue_longest_wait: Family::default(),
+            queue_service_level: Family::default(),
+            queue_abandon: Family::default(),
+            queue_offered: Family::default(),
+            queue_answered: Family::default(),
+            queue_agents: Family::default(),
+            render_lock: std::sync::Mutex::new(()),
         };
         let counters = [
             ("ingest_batches_received", "Batches received", &m.batches_received),
@@ -150,6 +205,29 @@ impl Metrics {
         );
         registry.register("agent_connected", "1 while the agent has a live stream", m.agent_connected.clone());
         registry.register("agents_connected", "Agents with a live stream", m.connected.clone());
+        registry.register("queue_waiting", "Callers waiting in the queue now", m.queue_waiting.clone());
+        registry.register_with_unit(
+            "queue_longest_wait",
+            "Wait of the queue's longest-waiting caller now",
+            Unit::Seconds,
+            m.queue_longest_wait.clone(),
+        );
+        let ratio = || Unit::Other("ratio".to_owned());
+        registry.register_with_unit(
+            "queue_service_level_today",
+            "Today's service level (answered within threshold / offered), 0 to 1",
+            ratio(),
+            m.queue_service_level.clone(),
+        );
+        registry.register_with_unit(
+            "queue_abandon_today",
+            "Today's abandonment (abandoned / offered), 0 to 1",
+            ratio(),
+            m.queue_abandon.clone(),
+        );
+        registry.register("queue_offered_today", "Calls offered to the queue today", m.queue_offered.clone());
+        registry.register("queue_answered_today", "Calls answered in the queue today", m.queue_answered.clone());
+        registry.register("queue_agents", "Queue members by state now", m.queue_agents.clone());
 
         for agent in agents {
             let label = AgentLabel { agent: agent.to_owned() };
@@ -170,8 +248,47 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Refreshes the gauges read from the store, then encodes everything.
-    fn render(&self, store: &Store, now_ns: i64) -> String {
+    /// Replaces the per-queue gauges with `snap`'s figures.
+    fn set_queues(&self, snap: &pb::LiveSnapshot) {
+        for family in [&self.queue_waiting, &self.queue_offered, &self.queue_answered] {
+            family.clear();
+        }
+        self.queue_longest_wait.clear();
+        self.queue_service_level.clear();
+        self.queue_abandon.clear();
+        self.queue_agents.clear();
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for q in &snap.queues {
+            let label = QueueLabel { queue: q.queue.clone() };
+            self.queue_waiting.get_or_create(&label).set(i64::from(q.calls_waiting));
+            self.queue_longest_wait.get_or_create(&label).set(q.longest_wait_s);
+            self.queue_offered.get_or_create(&label).set(int(q.offered_today));
+            self.queue_answered.get_or_create(&label).set(int(q.answered_today));
+            if let Some(pct) = q.abandonment_today_pct {
+                self.queue_abandon.get_or_create(&label).set(pct / 100.0);
+            }
+            for (threshold, pct) in &q.service_level_today_pct {
+                let label = QueueThresholdLabel { queue: q.queue.clone(), threshold: threshold.to_string() };
+                self.queue_service_level.get_or_create(&label).set(pct / 100.0);
+            }
+            for (state, n) in [
+                ("available", q.agents_available),
+                ("busy", q.agents_busy),
+                ("wrapup", q.agents_wrapup),
+                ("paused", q.agents_paused),
+            ] {
+                self.queue_agents.get_or_create(&QueueStateLabel { queue: q.queue.clone(), state }).set(i64::from(n));
+            }
+        }
+    }
+
+    /// Refreshes the gauges read from the store and the live view, then
+    /// encodes everything.
+    fn render(&self, store: &Store, live: Option<&pb::LiveSnapshot>, now_ns: i64) -> String {
+        let _serial = self.render_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(snap) = live {
+            self.set_queues(snap);
+        }
         self.store_bytes.set(i64::try_from(store.size_on_disk()).unwrap_or(i64::MAX));
         match store.agents() {
             Ok(records) => {
@@ -207,16 +324,27 @@ impl Metrics {
 pub(crate) struct HttpState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) store: Store,
+    /// Live per-queue figures (and the wallboard routes when enabled).
+    pub(crate) wallboard: Arc<Wallboard>,
 }
 
-/// `/metrics` and `/healthz`.
+/// `/metrics` and `/healthz`, and the wallboard's routes when it is enabled.
 pub(crate) fn router(state: HttpState) -> axum::Router {
-    axum::Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(state)
+    let wallboard = Arc::clone(&state.wallboard);
+    let router = axum::Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(state);
+    if wallboard.enabled() { router.merge(crate::wallboard::router(wallboard)) } else { router }
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     let now = crate::now_ns();
-    match tokio::task::spawn_blocking(move || state.metrics.render(&state.store, now)).await {
+    let render = move || {
+        let live = state.wallboard.metrics_snapshot(now);
+        if let Err(error) = &live {
+            tracing::warn!(%error, "Cannot compute the live queue figures for metrics.");
+        }
+        state.metrics.render(&state.store, live.as_ref().ok(), now)
+    };
+    match tokio::task::spawn_blocking(render).await {
         Ok(body) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
