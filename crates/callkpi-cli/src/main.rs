@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use callkpi_cli::{analyze, report, spool, watch};
+use callkpi_cli::{analyze, calls, demo, report, spool, watch};
 
 /// Contact-centre KPIs from the telephone system itself.
 #[derive(Debug, Parser)]
@@ -26,12 +26,18 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Try it all on this machine: a simulated Asterisk, an agent and an aggregator, in-process, with live KPIs.
+    Demo(demo::DemoArgs),
     /// Compute KPIs from queue_log and AMI files, offline, with the engine the aggregator runs.
     Analyze(analyze::AnalyzeArgs),
     /// The same report from a running aggregator (gRPC Reports.GetKpis), same options and formats.
     Report(report::ReportArgs),
     /// Live per-queue figures from a running aggregator (gRPC Reports.WatchKpis), redrawn in place.
     Watch(watch::WatchArgs),
+    /// Calls in a range from a running aggregator (gRPC Reports.ListCalls), newest first.
+    Calls(calls::CallsArgs),
+    /// One call's timeline (events, queue visits, agent segments) from a running aggregator (gRPC Reports.GetCall).
+    Call(calls::CallArgs),
     /// Inspect an agent's spool directory.
     #[command(subcommand)]
     Spool(spool::SpoolCommand),
@@ -57,9 +63,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match &cli.command {
+        Command::Demo(a) => demo::main(a),
         Command::Analyze(a) => analyze::main(a),
         Command::Report(a) => report::main(a),
         Command::Watch(a) => watch::main(a),
+        Command::Calls(a) => calls::list_main(a),
+        Command::Call(a) => calls::show_main(a),
         Command::Spool(spool::SpoolCommand::Status(a)) => spool::status(a),
     };
     match result {

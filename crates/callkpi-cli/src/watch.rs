@@ -65,7 +65,8 @@ pub fn snapshot_json(s: &pb::LiveSnapshot) -> serde_json::Value {
     })
 }
 
-fn table(s: &pb::LiveSnapshot, thresholds: &[u32]) -> String {
+/// The live table, as drawn by `watch` (and `demo`).
+pub(crate) fn table(s: &pb::LiveSnapshot, thresholds: &[u32]) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     let mut header = vec!["queue".to_owned(), "waiting".into(), "longest s".into()];
