@@ -19,6 +19,7 @@
 //! | `b"m:next_seq"` | u64 big-endian: the next seq to assign (highest ever assigned + 1) |
 //! | `b"m:acked_seq"` | u64 big-endian: highest seq acknowledged by the aggregator |
 //! | `b"m:agent_id"` | UTF-8: the agent identity the stored events carry |
+//! | `b"m:counts"` | four u64 big-endian: depth, bytes, and the `m:next_seq` and `m:acked_seq` they were counted at |
 //! | `b'c'` + name | a source checkpoint (opaque bytes, e.g. a queue_log offset) |
 //!
 //! A group frame is a version byte (1), then, for each event in seq order,
@@ -47,6 +48,21 @@
 //! - cut by the byte cap (below): the oldest group loses its oldest events
 //!   and is rewritten under the key of the first one kept, in the batch of
 //!   the commit that needed the room.
+//!
+//! # Opening without a scan
+//!
+//! `depth` and `bytes` are kept in `m:counts`, written in the batch of every
+//! commit and every ack that changes them, so opening reads a few meta keys
+//! instead of every group. The key carries the `m:next_seq` and
+//! `m:acked_seq` it was counted at: every commit that stores or drops
+//! events moves `m:next_seq` and every ack moves `m:acked_seq`, so a store
+//! written meanwhile by an agent that does not keep the counts (an older
+//! version, or a migration) no longer matches them, and open then counts by
+//! scanning every group, as it always did before, and rewrites the key.
+//! Why it matters: sled 0.34 keeps every page a scan touches in memory (its
+//! cache evicts per shard, and only once a shard has queued 64 accesses), so
+//! the scan of a 1M-event backlog kept about 100 MiB resident for the
+//! agent's lifetime.
 //!
 //! A spool of the first layout, one key `b'e'` + seq per event holding its
 //! encoding, is migrated when opened: chunks of `e` keys are replaced by
@@ -212,6 +228,8 @@ const META_NEXT_SEQ: &[u8] = b"m:next_seq";
 const META_ACKED_SEQ: &[u8] = b"m:acked_seq";
 /// Agent identity of the stored events.
 const META_AGENT_ID: &[u8] = b"m:agent_id";
+/// Depth and bytes, and the next and acked seqs they were counted at.
+const META_COUNTS: &[u8] = b"m:counts";
 
 /// Spool settings (the `[spool]` table of the agent's configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -501,6 +519,31 @@ fn read_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
+/// The value of `m:counts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    depth: u64,
+    bytes: u64,
+    next_seq: u64,
+    acked_seq: u64,
+}
+
+impl Counts {
+    fn encode(&self) -> [u8; 32] {
+        let mut v = [0u8; 32];
+        for (chunk, n) in v.chunks_exact_mut(8).zip([self.depth, self.bytes, self.next_seq, self.acked_seq]) {
+            chunk.copy_from_slice(&n.to_be_bytes());
+        }
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Counts> {
+        let v: &[u8; 32] = v.try_into().ok()?;
+        let n = |i: usize| read_u64(&v[i * 8..(i + 1) * 8]);
+        Some(Counts { depth: n(0)?, bytes: n(1)?, next_seq: n(2)?, acked_seq: n(3)? })
+    }
+}
+
 /// Logical bytes of one stored event (the byte cap's unit).
 pub fn entry_cost(encoded_len: usize) -> u64 {
     (EVENT_OVERHEAD + encoded_len) as u64
@@ -665,7 +708,7 @@ fn parse_frame(first: u64, frame: &[u8]) -> Option<Vec<Entry>> {
 
 /// Replaces the per-event keys of the first layout by groups of the same
 /// bytes, one atomic batch per chunk; drops those at or below the ack and
-/// malformed keys. Returns how many events were migrated.
+/// malformed keys. Returns how many legacy keys were found (migrated or dropped).
 fn migrate_legacy_events(tree: &sled::Tree, acked_seq: u64) -> Result<u64, SpoolError> {
     let range = || tree.range(seq_key(LEGACY_EVENT_TAG, 0)..=seq_key(LEGACY_EVENT_TAG, u64::MAX));
     let (mut migrated, mut stale, mut groups) = (0u64, 0u64, 0usize);
@@ -700,7 +743,7 @@ fn migrate_legacy_events(tree: &sled::Tree, acked_seq: u64) -> Result<u64, Spool
     if migrated + stale > 0 {
         tracing::info!(migrated, groups, stale, "Spool migrated from one key per event to groups.");
     }
-    Ok(migrated)
+    Ok(migrated + stale)
 }
 
 // === impl Spool ===
@@ -709,9 +752,10 @@ impl Spool {
     /// Opens (or creates) the spool at `cfg.path` for `agent_id` at `site`.
     ///
     /// A corrupt store is quarantined and an empty one started (see
-    /// [`SpoolOpened::quarantined`]). Opening scans the stored events once to
-    /// count them, and migrates a spool of the first layout (one key per
-    /// event) to groups, see the module docs.
+    /// [`SpoolOpened::quarantined`]). Opening reads the counts kept in
+    /// `m:counts`, or scans the stored events once to count them when those
+    /// are missing or stale, and migrates a spool of the first layout (one
+    /// key per event) to groups, see the module docs.
     ///
     /// # Errors
     /// An invalid configuration, a store that cannot be opened even empty,
@@ -752,30 +796,41 @@ impl Spool {
         let mut next_seq = meta(META_NEXT_SEQ)?.unwrap_or(1).max(1);
         let acked_seq = meta(META_ACKED_SEQ)?.unwrap_or(0);
 
-        migrate_legacy_events(tree, acked_seq)?;
+        let migrated = migrate_legacy_events(tree, acked_seq)?;
 
-        // Count what is held; drop anything wholly at or below the ack (a
-        // batch never leaves such groups, but a hand-edited store might).
-        let (mut depth, mut bytes, mut max_seq) = (0u64, 0u64, 0u64);
+        // The counts kept by commits and acks, when they are of this very
+        // state; else count by scanning (see the module docs).
+        let kept = tree.get(META_COUNTS).map_err(SpoolError::sled("reading meta"))?.as_deref().and_then(Counts::decode);
         let mut stale = sled::Batch::default();
         let mut stale_count = 0u64;
-        for item in tree.range(group_key(0)..=group_key(u64::MAX)) {
-            let (k, v) = item.map_err(SpoolError::sled("scanning events"))?;
-            match StoredGroup::parse(k.clone(), v) {
-                Some(group) if group.last_seq() > acked_seq => {
-                    for e in group.entries.iter().filter(|e| e.seq > acked_seq) {
-                        depth += 1;
-                        bytes += e.cost();
+        let (depth, bytes) = match kept {
+            Some(c) if migrated == 0 && c.next_seq == next_seq && c.acked_seq == acked_seq => (c.depth, c.bytes),
+            _ => {
+                // Count what is held; drop anything wholly at or below the ack
+                // (a batch never leaves such groups, but a hand-edited store might).
+                let (mut depth, mut bytes, mut max_seq) = (0u64, 0u64, 0u64);
+                for item in tree.range(group_key(0)..=group_key(u64::MAX)) {
+                    let (k, v) = item.map_err(SpoolError::sled("scanning events"))?;
+                    match StoredGroup::parse(k.clone(), v) {
+                        Some(group) if group.last_seq() > acked_seq => {
+                            for e in group.entries.iter().filter(|e| e.seq > acked_seq) {
+                                depth += 1;
+                                bytes += e.cost();
+                            }
+                            max_seq = max_seq.max(group.last_seq());
+                        }
+                        _ => {
+                            stale.remove(k);
+                            stale_count += 1;
+                        }
                     }
-                    max_seq = max_seq.max(group.last_seq());
                 }
-                _ => {
-                    stale.remove(k);
-                    stale_count += 1;
-                }
+                next_seq = next_seq.max(max_seq.saturating_add(1));
+                tracing::info!(depth, "Spool counted by a scan (no counts of this state were kept).");
+                (depth, bytes)
             }
-        }
-        next_seq = next_seq.max(max_seq.saturating_add(1)).max(acked_seq.saturating_add(1));
+        };
+        next_seq = next_seq.max(acked_seq.saturating_add(1));
 
         let stored_agent = tree.get(META_AGENT_ID).map_err(SpoolError::sled("reading meta"))?;
         let stored_agent = stored_agent.as_deref().map(|v| String::from_utf8_lossy(v).into_owned());
@@ -795,6 +850,7 @@ impl Spool {
             }
         }
         stale.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
+        stale.insert(META_COUNTS, &Counts { depth, bytes, next_seq, acked_seq }.encode());
         tree.apply_batch(stale).map_err(SpoolError::sled("writing meta"))?;
         store.sync()?;
         if stale_count > 0 {
@@ -959,6 +1015,7 @@ impl Spool {
         let mut batch = building.finish();
         if next_seq != st.next_seq {
             batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
+            batch.insert(META_COUNTS, &Counts { depth, bytes, next_seq, acked_seq: st.acked_seq }.encode());
         }
         tree.apply_batch(batch).map_err(SpoolError::sled("applying a commit"))?;
         // sled holds the batch now: keep the accounting in step with it even
@@ -1176,13 +1233,21 @@ impl Spool {
         }
         batch.insert(META_ACKED_SEQ, &up_to_seq.to_be_bytes());
         let raised = up_to_seq >= st.next_seq;
+        let next_seq = if raised { up_to_seq + 1 } else { st.next_seq };
         if raised {
-            batch.insert(META_NEXT_SEQ, &(up_to_seq + 1).to_be_bytes());
+            batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
         }
+        let counts = Counts {
+            depth: st.depth - count.min(st.depth),
+            bytes: st.bytes - freed.min(st.bytes),
+            next_seq,
+            acked_seq: up_to_seq,
+        };
+        batch.insert(META_COUNTS, &counts.encode());
         tree.apply_batch(batch).map_err(SpoolError::sled("applying an ack"))?;
         st.acked_seq = up_to_seq;
-        st.depth -= count.min(st.depth);
-        st.bytes -= freed.min(st.bytes);
+        st.depth = counts.depth;
+        st.bytes = counts.bytes;
         inner.acked_seq.store(up_to_seq, Ordering::Relaxed);
         inner.depth.store(st.depth, Ordering::Relaxed);
         inner.bytes.store(st.bytes, Ordering::Relaxed);
@@ -1298,6 +1363,8 @@ impl Spool {
     fn put_raw_group(&self, key_seq: u64, value: &[u8]) {
         let tree: &sled::Tree = self.inner.store.db();
         tree.insert(group_key(key_seq), value).expect("insert");
+        // As a hand edit would: the kept counts no longer describe the store.
+        tree.remove(META_COUNTS).expect("remove");
     }
 }
 

@@ -4,13 +4,31 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `events` | agent id bytes, `0x00`, seq as u64 big-endian | the `pb::Event` encoding exactly as the agent sent it |
-//! | `quarantine` | same as `events` | same, for events this build cannot interpret (see below) |
+//! | `groups` | agent id bytes, `0x00`, first seq as u64 big-endian | a **group**: consecutive events of one batch, each the `pb::Event` encoding exactly as the agent sent it, as a frame of [`callkpi_durable::frame`] |
+//! | `events` | agent id bytes, `0x00`, seq as u64 big-endian | first layout: one event per key; read, no longer written |
+//! | `quarantine` | same as `events` | one event per key, for events this build cannot interpret (see below) |
 //! | `agents` | agent id bytes | [`AgentRecord`] as JSON |
 //!
 //! Agent ids never contain `0x00` (config validation), and the seq is
-//! big-endian, so one agent's events are one contiguous key range in seq
-//! order: [`Store::events_after`] is a range scan.
+//! big-endian, so one agent's groups (or events) are one contiguous key
+//! range in seq order: [`Store::events_after`] is a range scan, starting
+//! at the group that holds its first seq (the last key at or below it).
+//!
+//! A batch's new interpretable events are cut into groups of at most
+//! [`GROUP_TARGET_BYTES`] of frame (an event larger than that gets a group
+//! of its own). Why groups: sled 0.34 spends several microseconds per key
+//! inserted whatever its size (each insert clones the leaf node), and one
+//! key per event was most of the aggregator's CPU. Why not one value per
+//! batch: sled writes any log item above a quarter of its 512 KiB segment
+//! to a blob file, and that item may be a whole leaf node (up to 17 values)
+//! when sled rewrites one; values of 4 KiB keep every leaf far below it.
+//! Groups of one agent never overlap: a batch only ever adds seqs above the
+//! hwm, so each group's first seq is above the last seq of the one before.
+//!
+//! A store of the first layout (one `events` key per event) is not
+//! rewritten: readers merge both trees by seq, and the idempotence check
+//! looks in groups, then `events`, then `quarantine`. An aggregator older
+//! than groups does not see them: downgrading loses what was stored since.
 //!
 //! An event that decodes but does not convert to the core model (an enum
 //! value or a `kind` from a newer agent) goes to `quarantine` instead of
@@ -67,7 +85,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use callkpi_durable::{Durable, DurableError};
+use callkpi_durable::{Durable, DurableError, frame};
 use callkpi_proto::pb;
 use fs2::FileExt as _;
 use prost::Message as _;
@@ -78,6 +96,10 @@ use tokio::sync::broadcast;
 /// Capacity of the ingestion notification channel; a receiver further
 /// behind gets `RecvError::Lagged` and should re-read [`Store::agents`].
 const NOTIFY_CAPACITY: usize = 1024;
+
+/// Largest group frame a batch writes, unless one event alone is larger
+/// (see the module docs).
+pub const GROUP_TARGET_BYTES: usize = 4096;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +268,7 @@ pub struct Store {
 
 struct Inner {
     durable: Durable,
+    groups: sled::Tree,
     events: sled::Tree,
     quarantine: sled::Tree,
     agents: sled::Tree,
@@ -277,11 +300,79 @@ fn event_key(agent_id: &str, seq: u64) -> Vec<u8> {
     key
 }
 
-/// The seq of an `events` key.
+/// The seq of an `events` key (or the first seq of a `groups` key).
 fn key_seq(key: &[u8]) -> u64 {
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&key[key.len() - 8..]);
     u64::from_be_bytes(seq)
+}
+
+/// The events of a stored group.
+fn parse_group(agent_id: &str, key: &[u8], value: &[u8]) -> Result<Vec<frame::Entry>, StoreError> {
+    let first = key_seq(key);
+    frame::parse(first, value).ok_or_else(|| StoreError::Corrupt {
+        agent_id: agent_id.to_owned(),
+        what: format!("group {first}"),
+        reason: "not a well-formed frame".into(),
+    })
+}
+
+/// One stored event's bytes, inside a sled value.
+struct RawEvent {
+    seq: u64,
+    value: sled::IVec,
+    start: usize,
+    end: usize,
+}
+
+impl RawEvent {
+    fn decode(self, agent_id: &str) -> Result<(u64, pb::Event), StoreError> {
+        let event = pb::Event::decode(&self.value[self.start..self.end]).map_err(|e| StoreError::Corrupt {
+            agent_id: agent_id.to_owned(),
+            what: format!("event {}", self.seq),
+            reason: e.to_string(),
+        })?;
+        Ok((self.seq, event))
+    }
+}
+
+/// Finds the stored bytes of seqs at or below the hwm, for the idempotence
+/// check; keeps the last group read, since a re-sent batch asks for its
+/// seqs in order.
+struct HeldLookup<'a> {
+    inner: &'a Inner,
+    agent_id: &'a str,
+    /// Value and entries of the last group read.
+    group: Option<(sled::IVec, Vec<frame::Entry>)>,
+}
+
+impl HeldLookup<'_> {
+    /// Whether `seq` is held with exactly `bytes`; `None` when it is not
+    /// held (declared absent).
+    fn same(&mut self, seq: u64, bytes: &[u8]) -> Result<Option<bool>, StoreError> {
+        let span = |entries: &[frame::Entry]| Some(entries.first()?.seq..=entries.last()?.seq);
+        let cached = self.group.as_ref().is_some_and(|(_, entries)| span(entries).is_some_and(|r| r.contains(&seq)));
+        if !cached {
+            self.group = None;
+            let range = event_key(self.agent_id, 0)..=event_key(self.agent_id, seq);
+            if let Some(kv) = self.inner.groups.range(range).next_back() {
+                let (k, v) = kv?;
+                let entries = parse_group(self.agent_id, &k, &v)?;
+                self.group = Some((v, entries));
+            }
+        }
+        if let Some((value, entries)) = &self.group
+            && let Ok(i) = entries.binary_search_by_key(&seq, |e| e.seq)
+        {
+            return Ok(Some(value[entries[i].start..entries[i].end] == *bytes));
+        }
+        let key = event_key(self.agent_id, seq);
+        let held = match self.inner.events.get(&key)? {
+            Some(v) => Some(v),
+            None => self.inner.quarantine.get(&key)?,
+        };
+        Ok(held.map(|v| *v == *bytes))
+    }
 }
 
 impl Store {
@@ -315,12 +406,13 @@ impl Store {
         let opened = Durable::open(dir, cache_bytes)?;
         let durable = opened.store;
         let db = durable.db();
-        let (events, quarantine, agents) =
-            (db.open_tree("events")?, db.open_tree("quarantine")?, db.open_tree("agents")?);
+        let (groups, events, quarantine, agents) =
+            (db.open_tree("groups")?, db.open_tree("events")?, db.open_tree("quarantine")?, db.open_tree("agents")?);
         let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
         Ok(Self {
             inner: Arc::new(Inner {
                 durable,
+                groups,
                 events,
                 quarantine,
                 agents,
@@ -384,7 +476,59 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<(u64, pb::Event)>, StoreError> {
-        scan(&self.inner.events, agent_id, after_seq, limit)
+        let Some(first) = after_seq.checked_add(1) else { return Ok(Vec::new()) };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Events of the first layout, then groups: both in seq order, merged.
+        let mut legacy = Vec::new();
+        for kv in self.inner.events.range(event_key(agent_id, first)..=event_key(agent_id, u64::MAX)).take(limit) {
+            let (k, v) = kv?;
+            let len = v.len();
+            legacy.push(RawEvent { seq: key_seq(&k), value: v, start: 0, end: len });
+        }
+        let grouped = self.grouped_from(agent_id, first, limit)?;
+        let mut merged = Vec::with_capacity(limit.min(legacy.len() + grouped.len()));
+        let (mut a, mut b) = (legacy.into_iter().peekable(), grouped.into_iter().peekable());
+        while merged.len() < limit {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x.seq < y.seq => a.next(),
+                (Some(x), Some(y)) if x.seq == y.seq => {
+                    a.next();
+                    b.next()
+                }
+                (_, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => None,
+            };
+            let Some(raw) = next else { break };
+            merged.push(raw.decode(agent_id)?);
+        }
+        Ok(merged)
+    }
+
+    /// Up to `limit` grouped events of `agent_id` from seq `first` on, in seq order.
+    fn grouped_from(&self, agent_id: &str, first: u64, limit: usize) -> Result<Vec<RawEvent>, StoreError> {
+        let groups = &self.inner.groups;
+        // The group holding `first` may start below it.
+        let start = match groups.range(event_key(agent_id, 0)..=event_key(agent_id, first)).next_back() {
+            Some(kv) => kv?.0,
+            None => sled::IVec::from(event_key(agent_id, first)),
+        };
+        let mut out = Vec::new();
+        for kv in groups.range(start..=sled::IVec::from(event_key(agent_id, u64::MAX))) {
+            let (k, v) = kv?;
+            for e in parse_group(agent_id, &k, &v)? {
+                if e.seq < first {
+                    continue;
+                }
+                out.push(RawEvent { seq: e.seq, value: v.clone(), start: e.start, end: e.end });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The same as [`Store::events_after`] over the quarantine.
@@ -497,30 +641,30 @@ impl Store {
             return Err(StoreError::Gap { agent_id: agent_id.to_owned(), hwm, first_seq: batch.first_seq });
         }
         let mut outcome = Ingest::default();
-        let mut events = sled::Batch::default();
+        let mut fresh: Vec<(u64, Vec<u8>)> = Vec::with_capacity(batch.events.len());
         let mut quarantine = sled::Batch::default();
+        let mut held = HeldLookup { inner: &self.inner, agent_id, group: None };
         for e in batch.events {
-            let key = event_key(agent_id, e.seq);
             if e.seq <= hwm {
-                let held = match self.inner.events.get(&key)? {
-                    Some(v) => Some(v),
-                    None => self.inner.quarantine.get(&key)?,
-                };
-                match held {
-                    Some(v) if *v == *e.bytes => outcome.duplicates += 1,
-                    Some(_) => return Err(StoreError::Conflict { agent_id: agent_id.to_owned(), seq: e.seq }),
+                match held.same(e.seq, &e.bytes)? {
+                    Some(true) => outcome.duplicates += 1,
+                    Some(false) => return Err(StoreError::Conflict { agent_id: agent_id.to_owned(), seq: e.seq }),
                     None => outcome.late += 1,
                 }
                 continue;
             }
             record.last_captured_ns = Some(e.captured_at_ns);
             if e.interpretable {
-                events.insert(key, e.bytes);
+                fresh.push((e.seq, e.bytes));
                 outcome.stored += 1;
             } else {
-                quarantine.insert(key, e.bytes);
+                quarantine.insert(event_key(agent_id, e.seq), e.bytes);
                 outcome.quarantined += 1;
             }
+        }
+        let mut groups = sled::Batch::default();
+        for (first, frame) in frame::build(fresh.iter().map(|(seq, b)| (*seq, b.as_slice())), GROUP_TARGET_BYTES) {
+            groups.insert(event_key(agent_id, first), frame);
         }
         let new_seqs = batch.last_seq.saturating_sub(hwm.max(batch.first_seq - 1));
         outcome.lost = new_seqs - outcome.stored - outcome.quarantined;
@@ -532,9 +676,9 @@ impl Store {
 
         if new_seqs > 0 {
             let value = encode_record(&record);
-            (&self.inner.events, &self.inner.quarantine, &self.inner.agents)
-                .transaction(|(ev, qu, ag)| {
-                    ev.apply_batch(&events)?;
+            (&self.inner.groups, &self.inner.quarantine, &self.inner.agents)
+                .transaction(|(gr, qu, ag)| {
+                    gr.apply_batch(&groups)?;
                     qu.apply_batch(&quarantine)?;
                     ag.insert(agent_id.as_bytes(), value.as_slice())?;
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
@@ -688,6 +832,91 @@ mod tests {
             .unwrap();
         let record = store.agent("a").unwrap().unwrap();
         assert_eq!((record.hwm, record.version.as_str()), (1, "1.2.3"));
+    }
+
+    /// Events of `agent` with call ids long enough that a few fill a group.
+    fn wide_batch(agent: &str, first: u64, last: u64, skip: &[u64]) -> BatchToStore {
+        let events = (first..=last)
+            .filter(|s| !skip.contains(s))
+            .map(|s| {
+                let mut e = event(agent, s, "06");
+                let mut decoded = pb::Event::decode(e.bytes.as_slice()).unwrap();
+                decoded.call_id = format!("{s:0>300}");
+                e.bytes = decoded.encode_to_vec();
+                e
+            })
+            .collect();
+        BatchToStore { first_seq: first, last_seq: last, events }
+    }
+
+    #[tokio::test]
+    async fn batches_are_stored_as_few_bounded_groups_and_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let batch = wide_batch("a", 1, 1000, &[500]);
+        let sent: Vec<(u64, Vec<u8>)> = batch.events.iter().map(|e| (e.seq, e.bytes.clone())).collect();
+        let outcome = store.ingest("a", batch).await.unwrap();
+        assert_eq!((outcome.stored, outcome.lost, outcome.up_to_seq), (999, 1, 1000));
+        let groups: Vec<(sled::IVec, sled::IVec)> = store.inner.groups.iter().map(Result::unwrap).collect();
+        assert!(groups.len() > 10 && groups.len() < 100, "{} groups for 999 events", groups.len());
+        assert!(groups.iter().all(|(_, v)| v.len() <= GROUP_TARGET_BYTES));
+        assert!(store.inner.events.is_empty(), "nothing in the first layout's tree");
+        // The exact bytes, in seq order, from any starting point.
+        let read = store.events_after("a", 0, usize::MAX).unwrap();
+        assert_eq!(read.len(), 999);
+        for ((seq, event), (sent_seq, bytes)) in read.iter().zip(&sent) {
+            assert_eq!((seq, event.encode_to_vec()), (sent_seq, bytes.clone()));
+        }
+        let from_mid: Vec<u64> = store.events_after("a", 498, 3).unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(from_mid, [499, 501, 502]);
+    }
+
+    #[tokio::test]
+    async fn partial_overlaps_dedup_exactly_across_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.ingest("a", wide_batch("a", 1, 100, &[40])).await.unwrap();
+        // A re-sent batch, byte-identical: all duplicates; 40 stays absent.
+        let again = store.ingest("a", wide_batch("a", 1, 100, &[])).await.unwrap();
+        assert_eq!(again, Ingest { up_to_seq: 100, duplicates: 99, late: 1, ..Ingest::default() });
+        // A batch straddling the hwm: the held part is checked, the rest stored.
+        let overlap = store.ingest("a", wide_batch("a", 60, 160, &[])).await.unwrap();
+        assert_eq!(overlap, Ingest { up_to_seq: 160, stored: 60, duplicates: 41, ..Ingest::default() });
+        // One changed event anywhere in a held group is a conflict.
+        let mut changed = wide_batch("a", 90, 95, &[]);
+        changed.events[3].bytes.push(0);
+        assert!(matches!(store.ingest("a", changed).await, Err(StoreError::Conflict { seq: 93, .. })));
+        let seqs: Vec<u64> = store.events_after("a", 0, usize::MAX).unwrap().iter().map(|e| e.0).collect();
+        assert_eq!(seqs, (1..=160).filter(|&s| s != 40).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_store_of_per_event_keys_is_read_and_deduplicated_against() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = batch(1, 5, &[1, 2, 3, 5]);
+        {
+            // What an aggregator of the first layout wrote: one key per event.
+            let store = open(dir.path());
+            for e in &old.events {
+                store.inner.events.insert(event_key("a", e.seq), e.bytes.as_slice()).unwrap();
+            }
+            let record = AgentRecord { hwm: 5, events_stored: 4, events_lost: 1, ..AgentRecord::default() };
+            store.inner.agents.insert("a", encode_record(&record)).unwrap();
+            store.sync().await.unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.resume_point("a").await.unwrap(), 5);
+        // Held old events are recognised, changed ones refused.
+        let resent = store.ingest("a", batch(3, 8, &[3, 4, 5, 6, 7, 8])).await.unwrap();
+        assert_eq!(resent, Ingest { up_to_seq: 8, stored: 3, duplicates: 2, late: 1, ..Ingest::default() });
+        let mut changed = batch(2, 2, &[]);
+        changed.events.push(event("a", 2, "07"));
+        assert!(matches!(store.ingest("a", changed).await, Err(StoreError::Conflict { seq: 2, .. })));
+        // Readers see both layouts as one sequence.
+        let held = store.events_after("a", 0, 100).unwrap();
+        assert_eq!(held.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3, 5, 6, 7, 8]);
+        assert_eq!(held[2].1.encode_to_vec(), old.events[2].bytes);
+        assert_eq!(store.events_after("a", 2, 3).unwrap().iter().map(|e| e.0).collect::<Vec<_>>(), [3, 5, 6]);
     }
 
     #[test]

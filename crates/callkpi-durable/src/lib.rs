@@ -25,7 +25,13 @@
 //!   just-closed one to release its lock) and never moved.
 //!
 //! The cache is small by default ([`DEFAULT_CACHE_BYTES`]), not sled's 1 GiB:
-//! an agent runs on appliances with little RAM.
+//! an agent runs on appliances with little RAM. It is not a bound, though:
+//! sled 0.34 splits its LRU into 256 shards (by page id) and a shard only
+//! evicts once 64 accesses to it have queued up, so in a store of a few
+//! thousand pages a page read once (by a scan, a cold read, or sled's own
+//! segment cleaning, which rewrites old pages as new ones are written)
+//! stays in memory. Callers should avoid reading what they do not need:
+//! the spool keeps its counts in a meta key instead of scanning at open.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -248,9 +254,155 @@ impl Durable {
     }
 }
 
+/// Group frames: several records of consecutive sequence numbers in one
+/// sled value, because sled 0.34 spends several microseconds per key
+/// whatever its size (and clones the whole leaf node on every insert).
+///
+/// A frame is a version byte ([`frame::VERSION`]), then, for each record in
+/// increasing seq order, the gap to the previous record's seq (0 for the
+/// first, whose seq is the frame's key), the length of the record and its
+/// bytes; gap and length are LEB128 varints. The next record's seq is the
+/// previous + 1 + gap. The agent's spool writes the same format.
+pub mod frame {
+    /// First byte of every frame.
+    pub const VERSION: u8 = 1;
+
+    /// Where one record of a parsed frame lies.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Entry {
+        /// Its seq.
+        pub seq: u64,
+        /// Start of its bytes in the frame.
+        pub start: usize,
+        /// End (exclusive) of its bytes in the frame.
+        pub end: usize,
+    }
+
+    fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            buf.push((v & 0x7f) as u8 | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
+    }
+
+    fn varint_len(v: u64) -> usize {
+        (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    }
+
+    fn take_varint(input: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = input.split_first()?;
+            *input = rest;
+            if shift == 63 && b > 1 {
+                return None;
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// Cuts records, given in strictly increasing seq order, into frames of
+    /// at most `target` bytes (a record larger than that gets a frame of its
+    /// own). Returns `(first seq, frame)` pairs in seq order.
+    ///
+    /// # Panics
+    /// When seqs do not strictly increase.
+    pub fn build<'a>(records: impl IntoIterator<Item = (u64, &'a [u8])>, target: usize) -> Vec<(u64, Vec<u8>)> {
+        let mut frames = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let (mut first, mut prev) = (0u64, 0u64);
+        for (seq, record) in records {
+            let len = record.len() as u64;
+            if !buf.is_empty() {
+                assert!(seq > prev, "frame records must have increasing seqs");
+                let gap = seq - prev - 1;
+                if buf.len() + varint_len(gap) + varint_len(len) + record.len() > target {
+                    frames.push((first, std::mem::take(&mut buf)));
+                }
+            }
+            let gap = if buf.is_empty() {
+                buf.reserve(target.min(1 << 20).max(record.len() + 21));
+                buf.push(VERSION);
+                first = seq;
+                0
+            } else {
+                seq - prev - 1
+            };
+            put_varint(&mut buf, gap);
+            put_varint(&mut buf, len);
+            buf.extend_from_slice(record);
+            prev = seq;
+        }
+        if !buf.is_empty() {
+            frames.push((first, buf));
+        }
+        frames
+    }
+
+    /// The records of a frame whose first record is at `first`; `None`
+    /// unless it is well formed: known version, at least one record, the
+    /// first at `first`, nothing left over.
+    pub fn parse(first: u64, frame: &[u8]) -> Option<Vec<Entry>> {
+        let (&VERSION, mut rest) = frame.split_first()? else { return None };
+        let mut entries = Vec::new();
+        let mut seq = first;
+        while !rest.is_empty() {
+            let gap = take_varint(&mut rest)?;
+            seq = if entries.is_empty() {
+                if gap != 0 {
+                    return None;
+                }
+                first
+            } else {
+                seq.checked_add(gap)?.checked_add(1)?
+            };
+            let len = usize::try_from(take_varint(&mut rest)?).ok()?;
+            if len > rest.len() {
+                return None;
+            }
+            let start = frame.len() - rest.len();
+            entries.push(Entry { seq, start, end: start + len });
+            rest = &rest[len..];
+        }
+        if entries.is_empty() { None } else { Some(entries) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_round_trip_with_gaps_and_stay_under_their_target() {
+        let records: Vec<(u64, Vec<u8>)> =
+            [1u64, 2, 3, 7, 8, 300, 301].iter().map(|&s| (s, vec![s as u8; 30 + (s % 7) as usize])).collect();
+        let big = (400u64, vec![9u8; 500]);
+        let all: Vec<(u64, &[u8])> =
+            records.iter().chain(std::iter::once(&big)).map(|(s, v)| (*s, v.as_slice())).collect();
+        let frames = frame::build(all.iter().copied(), 100);
+        assert!(frames.len() > 2);
+        let mut back = Vec::new();
+        for (first, f) in &frames {
+            assert!(f.len() <= 100 || f.len() > 500, "only a record larger than the target exceeds it");
+            for e in frame::parse(*first, f).expect("parses") {
+                back.push((e.seq, &f[e.start..e.end]));
+            }
+        }
+        assert_eq!(back, all);
+        // Damage is refused, never misread.
+        let (first, f) = &frames[0];
+        assert!(frame::parse(*first, &f[..f.len() - 1]).is_none());
+        assert!(frame::parse(*first, &[]).is_none());
+        assert!(frame::parse(*first, &[frame::VERSION]).is_none());
+        assert!(frame::parse(*first, &[frame::VERSION, 1, 0]).is_none(), "first gap must be 0");
+        assert!(frame::parse(*first, &[2, 0, 0]).is_none(), "unknown version");
+        assert!(frame::parse(u64::MAX, &[frame::VERSION, 0, 0, 0, 0]).is_none(), "seq overflow");
+    }
 
     #[test]
     fn data_survives_reopen_after_sync() {

@@ -343,6 +343,48 @@ fn bytes_and_depth_are_recounted_on_reopen() {
     assert_eq!(stats.oldest_captured_at_ns, 1_700_000_000_000_000_002);
 }
 
+#[test]
+fn open_trusts_counts_of_its_state_and_recounts_stale_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = capped(dir.path(), 10);
+    let kept = |spool: &Spool| {
+        let tree: &sled::Tree = spool.inner.store.db();
+        Counts::decode(&tree.get(META_COUNTS).unwrap().expect("m:counts")).expect("decodes")
+    };
+    {
+        let spool = open(&cfg);
+        spool.append(inputs(0..6, true), None).unwrap();
+        assert_eq!(kept(&spool), Counts { depth: 6, bytes: 6 * cost(), next_seq: 7, acked_seq: 0 });
+        spool.ack(2).unwrap();
+        assert_eq!(kept(&spool), Counts { depth: 4, bytes: 4 * cost(), next_seq: 7, acked_seq: 2 });
+        // The cap drops the oldest: counted in the commit's own batch.
+        spool.append(inputs(6..13, false), None).unwrap();
+        assert_eq!(kept(&spool), Counts { depth: 10, bytes: 10 * cost(), next_seq: 14, acked_seq: 2 });
+        // Counts of this very state are used as they are, without a scan:
+        // proven by planting ones no scan would give.
+        let tree: &sled::Tree = spool.inner.store.db();
+        tree.insert(META_COUNTS, &Counts { depth: 3, bytes: 5, next_seq: 14, acked_seq: 2 }.encode()).unwrap();
+        spool.flush().unwrap();
+    }
+    let stats = open(&cfg).stats();
+    assert_eq!((stats.depth, stats.bytes), (3, 5));
+    {
+        // What an agent that keeps no counts leaves: events and seqs moved on.
+        let spool = open(&cfg);
+        let mut framer = Framer::default();
+        framer.push(14, &spool.encode(14, input(14, true)));
+        let mut batch = sled::Batch::default();
+        framer.write_to(&mut batch);
+        batch.insert(META_NEXT_SEQ, &15u64.to_be_bytes());
+        spool.inner.store.db().apply_batch(batch).unwrap();
+        spool.flush().unwrap();
+    }
+    let spool = open(&cfg);
+    let stats = spool.stats();
+    assert_eq!((stats.depth, stats.bytes, stats.first_seq, stats.last_seq), (11, 11 * cost(), 4, 14));
+    assert_eq!(kept(&spool), Counts { depth: 11, bytes: 11 * cost(), next_seq: 15, acked_seq: 2 });
+}
+
 // === Reads ===
 
 #[test]
