@@ -7,7 +7,7 @@
 //! [`Config::validate`] checks what serde cannot (non-empty names, unique
 //! source names, a URL, a socket address, a time zone, exactly one of
 //! `token`/`token_file`...). Secrets given as files (`token_file`,
-//! `secret_file`) are read by [`Config::validate`] too, so that
+//! `secret_file`, `password_file`) are read by [`Config::validate`] too, so that
 //! `callkpi-agent validate` catches an unreadable file before systemd starts
 //! the service.
 //!
@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use callkpi_core::event::SurveyMetric;
 use callkpi_feeds::ami::{AmiMapperConfig, SurveyEventConfig};
+use callkpi_feeds::esl::EslMapperConfig;
 use callkpi_feeds::queue_log::{InputForm, QueueLogConfig};
+use callkpi_feeds::sip::SipTrackerConfig;
 use serde::Deserialize;
 
 use crate::spool::SpoolConfig;
@@ -179,6 +181,29 @@ impl Config {
                     format!("{key}.device"),
                     format!("{} is read by another source", lm.device.display()),
                 ));
+            }
+        }
+        for (i, esl) in self.sources.esl.iter().enumerate() {
+            let key = one_key("sources.esl", i, self.sources.esl.len());
+            esl.validate(&key)?;
+            if !names.insert(esl.name.as_str()) {
+                return Err(invalid(format!("{key}.name"), format!("duplicate source name {:?}", esl.name)));
+            }
+        }
+        let mut listens = HashSet::new();
+        for (i, hep) in self.sources.hep.iter().enumerate() {
+            let key = one_key("sources.hep", i, self.sources.hep.len());
+            hep.validate(&key)?;
+            if !names.insert(hep.name.as_str()) {
+                return Err(invalid(format!("{key}.name"), format!("duplicate source name {:?}", hep.name)));
+            }
+            for (what, addr) in [("listen_udp", hep.udp_addr(&key)?), ("listen_tcp", hep.tcp_addr(&key)?)] {
+                let proto = if what == "listen_udp" { "udp" } else { "tcp" };
+                if let Some(addr) = addr.filter(|a| a.port() != 0)
+                    && !listens.insert((proto, addr))
+                {
+                    return Err(invalid(format!("{key}.{what}"), format!("{addr} is used by another source")));
+                }
             }
         }
         Ok(())
@@ -403,6 +428,14 @@ pub struct SourcesConfig {
     /// analogue line monitors on serial ports.
     #[serde(deserialize_with = "one_or_many")]
     pub linemon: Vec<LinemonSourceConfig>,
+    /// `[sources.esl]` (one switch) or `[[sources.esl]]` (several):
+    /// FreeSWITCH event-socket connections.
+    #[serde(deserialize_with = "one_or_many")]
+    pub esl: Vec<EslSourceConfig>,
+    /// `[sources.hep]` (one listener) or `[[sources.hep]]` (several): HEP
+    /// capture listeners tracking SIP calls.
+    #[serde(deserialize_with = "one_or_many")]
+    pub hep: Vec<HepSourceConfig>,
 }
 
 /// `[[sources.ami]]`: one AMI connection.
@@ -794,6 +827,189 @@ impl LinemonSourceConfig {
     }
 }
 
+/// The dotted key of entry `i` of `n` of a table that may be written once
+/// (`sources.esl`) or as an array (`sources.esl[1]`).
+fn one_key(base: &str, i: usize, n: usize) -> String {
+    if n == 1 { base.to_owned() } else { format!("{base}[{i}]") }
+}
+
+/// `host:port` with a non-empty host and a numeric port.
+fn check_host_port(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+        return Err(invalid(key, format!("{value:?} is not host:port")));
+    }
+    Ok(())
+}
+
+// === FreeSWITCH event socket ===
+
+/// `[sources.esl]`: one FreeSWITCH event-socket connection (inbound mode,
+/// `mod_event_socket`); see [`crate::sources::esl`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EslSourceConfig {
+    /// Source name: metric label and log field. Default `esl`; unique among sources.
+    pub name: String,
+    /// `host:port` of `mod_event_socket`. Default `127.0.0.1:8021`.
+    pub address: String,
+    /// The event socket's password (`event_socket.conf.xml`); exactly one of
+    /// `password` and `password_file`.
+    pub password: Option<Secret>,
+    /// File holding the password (surrounding whitespace ignored).
+    pub password_file: Option<PathBuf>,
+    /// TCP connect and login timeout, ms. Default 5000.
+    pub connect_timeout_ms: u64,
+    /// With nothing at all received for this long (FreeSWITCH sends a
+    /// `HEARTBEAT` every 20 s), the connection is considered dead and
+    /// reopened, ms. 0 disables the check. Default 60000.
+    pub silence_timeout_ms: u64,
+    /// First reconnect delay, ms (doubled per failure, jittered). Default 1000.
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, ms. Default 30000.
+    pub backoff_max_ms: u64,
+    /// Largest frame accepted, bytes; a bigger one breaks the connection
+    /// (counted as malformed). Default 8 MiB.
+    pub max_frame_bytes: usize,
+    /// Most channels, pending offers and learnt agent extensions tracked at once. Default 65536.
+    pub max_tracked: usize,
+}
+
+impl Default for EslSourceConfig {
+    fn default() -> Self {
+        Self {
+            name: "esl".to_owned(),
+            address: "127.0.0.1:8021".to_owned(),
+            password: None,
+            password_file: None,
+            connect_timeout_ms: 5_000,
+            silence_timeout_ms: 60_000,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 30_000,
+            max_frame_bytes: callkpi_feeds::esl::DEFAULT_MAX_FRAME_SIZE,
+            max_tracked: EslMapperConfig::default().max_tracked,
+        }
+    }
+}
+
+impl EslSourceConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        check_name(&format!("{key}.name"), &self.name)?;
+        check_host_port(&format!("{key}.address"), &self.address)?;
+        if self.password.is_some() == self.password_file.is_some() {
+            return Err(invalid(format!("{key}.password"), "give exactly one of password and password_file"));
+        }
+        if self.password(key)?.expose().contains(['\r', '\n']) {
+            return Err(invalid(format!("{key}.password"), "must not contain a line break"));
+        }
+        check_positive(&format!("{key}.connect_timeout_ms"), self.connect_timeout_ms)?;
+        if self.silence_timeout_ms != 0 && self.silence_timeout_ms < 1_000 {
+            return Err(invalid(format!("{key}.silence_timeout_ms"), "must be 0 (never) or at least 1000"));
+        }
+        check_positive(&format!("{key}.backoff_initial_ms"), self.backoff_initial_ms)?;
+        if self.backoff_max_ms < self.backoff_initial_ms {
+            return Err(invalid(format!("{key}.backoff_max_ms"), "must be at least backoff_initial_ms"));
+        }
+        if self.max_frame_bytes < 64 * 1024 {
+            return Err(invalid(format!("{key}.max_frame_bytes"), "must be at least 65536"));
+        }
+        check_positive(&format!("{key}.max_tracked"), self.max_tracked as u64)?;
+        Ok(())
+    }
+
+    /// The event-socket password, read from `password_file` when given.
+    ///
+    /// # Errors
+    /// [`ConfigError::SecretFile`] when the file cannot be read.
+    pub fn password(&self, key: &str) -> Result<Secret, ConfigError> {
+        match (&self.password, &self.password_file) {
+            (Some(password), _) => Ok(password.clone()),
+            (None, Some(path)) => read_secret_file(&format!("{key}.password_file"), path),
+            (None, None) => Err(invalid(format!("{key}.password"), "is required")),
+        }
+    }
+
+    /// The mapper settings of this source.
+    pub fn mapper_config(&self) -> EslMapperConfig {
+        EslMapperConfig { max_tracked: self.max_tracked }
+    }
+}
+
+// === HEP ===
+
+/// `[sources.hep]`: one HEP capture listener (Kamailio `siptrace`, OpenSIPS,
+/// heplify, captagent send to it); see [`crate::sources::hep`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HepSourceConfig {
+    /// Source name: metric label and log field. Default `hep`; unique among sources.
+    pub name: String,
+    /// UDP `ip:port` to receive HEP datagrams on, or `"disabled"`. Default
+    /// `127.0.0.1:9060`.
+    pub listen_udp: String,
+    /// TCP `ip:port` to accept HEP streams on, or `"disabled"` (default).
+    pub listen_tcp: String,
+    /// Most TCP senders connected at once; more are refused. Default 64.
+    pub max_tcp_connections: usize,
+    /// A TCP sender silent for this long is disconnected, ms. 0 never. Default 300000.
+    pub tcp_idle_timeout_ms: u64,
+    /// How often calls with no new packet are checked for their timeouts, ms. Default 1000.
+    pub expire_interval_ms: u64,
+    /// `[sources.hep.sip]`: who is an agent, which calls are queue calls,
+    /// and the call tracker's timeouts (see `SipTrackerConfig`).
+    pub sip: SipTrackerConfig,
+}
+
+impl Default for HepSourceConfig {
+    fn default() -> Self {
+        Self {
+            name: "hep".to_owned(),
+            listen_udp: "127.0.0.1:9060".to_owned(),
+            listen_tcp: "disabled".to_owned(),
+            max_tcp_connections: 64,
+            tcp_idle_timeout_ms: 300_000,
+            expire_interval_ms: 1_000,
+            sip: SipTrackerConfig::default(),
+        }
+    }
+}
+
+impl HepSourceConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        check_name(&format!("{key}.name"), &self.name)?;
+        let (udp, tcp) = (self.udp_addr(key)?, self.tcp_addr(key)?);
+        if udp.is_none() && tcp.is_none() {
+            return Err(invalid(format!("{key}.listen_udp"), "listen_udp and listen_tcp cannot both be disabled"));
+        }
+        check_positive(&format!("{key}.max_tcp_connections"), self.max_tcp_connections as u64)?;
+        check_positive(&format!("{key}.expire_interval_ms"), self.expire_interval_ms)?;
+        self.sip.validate().map_err(|reason| invalid(format!("{key}.sip"), reason))?;
+        Ok(())
+    }
+
+    /// The UDP address to bind, `None` when disabled.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when neither `disabled` nor `ip:port`.
+    pub fn udp_addr(&self, key: &str) -> Result<Option<SocketAddr>, ConfigError> {
+        listen_addr(&format!("{key}.listen_udp"), &self.listen_udp)
+    }
+
+    /// The TCP address to bind, `None` when disabled.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] when neither `disabled` nor `ip:port`.
+    pub fn tcp_addr(&self, key: &str) -> Result<Option<SocketAddr>, ConfigError> {
+        listen_addr(&format!("{key}.listen_tcp"), &self.listen_tcp)
+    }
+}
+
+fn listen_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value == "disabled" {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| invalid(key, format!("{value:?} is not ip:port or \"disabled\"")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1065,6 +1281,89 @@ form = "csv"
         for (text, needle) in cases {
             let err = Config::from_toml(text).and_then(|c| c.validate()).expect_err(text);
             assert!(err.to_string().contains(needle), "{text:?}: {err} lacks {needle:?}");
+        }
+    }
+
+    /// The commented example starting at `# <header>` in deploy/agent.toml,
+    /// uncommented, after the required root keys.
+    fn example(header: &str) -> String {
+        let text = include_str!("../../../deploy/agent.toml");
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != format!("# {header}"))
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+            .collect();
+        assert!(block.len() > 10, "deploy/agent.toml lacks the commented {header} example");
+        format!("agent_id = \"a\"\nsite = \"x\"\n{}", block.join("\n"))
+    }
+
+    #[test]
+    fn the_esl_example_documents_its_defaults() {
+        let config = Config::from_toml(&example("[sources.esl]")).expect("the esl example parses");
+        config.validate().expect("the esl example is valid");
+        let esl = &config.sources.esl[0];
+        assert_eq!(esl.password("sources.esl").expect("password").expose(), "ClueCon");
+        assert_eq!(EslSourceConfig { password: None, ..esl.clone() }, EslSourceConfig::default());
+    }
+
+    #[test]
+    fn the_hep_example_documents_its_defaults() {
+        let config = Config::from_toml(&example("[sources.hep]")).expect("the hep example parses");
+        config.validate().expect("the hep example is valid");
+        let hep = &config.sources.hep[0];
+        let sip = &hep.sip;
+        assert_eq!(sip.agents.len(), 1);
+        assert_eq!(sip.agent_extensions, ["2001", "2002"]);
+        assert_eq!(sip.queues[0].numbers, ["+33140000000", "2100"]);
+        let defaults =
+            SipTrackerConfig { agents: Vec::new(), agent_extensions: Vec::new(), queues: Vec::new(), ..sip.clone() };
+        assert_eq!(defaults, SipTrackerConfig::default());
+        assert_eq!(HepSourceConfig { sip: SipTrackerConfig::default(), ..hep.clone() }, HepSourceConfig::default());
+        assert_eq!(hep.udp_addr("k").expect("addr"), Some("127.0.0.1:9060".parse().expect("addr")));
+        assert_eq!(hep.tcp_addr("k").expect("addr"), None);
+    }
+
+    #[test]
+    fn esl_and_hep_as_arrays_and_bad_values_name_the_key() {
+        let base = "agent_id = \"a\"\nsite = \"x\"\n";
+        let two = format!(
+            "{base}[[sources.esl]]\nname = \"fs1\"\npassword = \"a\"\n[[sources.esl]]\nname = \"fs2\"\naddress = \"10.0.0.2:8021\"\npassword = \"b\"\n\
+             [[sources.hep]]\nname = \"h1\"\n[[sources.hep]]\nname = \"h2\"\nlisten_udp = \"disabled\"\nlisten_tcp = \"0.0.0.0:9061\"\n"
+        );
+        let config = Config::from_toml(&two).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.sources.esl.len(), 2);
+        assert_eq!(config.sources.hep[1].tcp_addr("k").expect("addr"), Some("0.0.0.0:9061".parse().expect("addr")));
+        let cases: Vec<(String, &str)> = vec![
+            (format!("{base}[sources.esl]\n"), "sources.esl.password"),
+            (format!("{base}[sources.esl]\npassword = \"a\"\npassword_file = \"/x\"\n"), "sources.esl.password"),
+            (format!("{base}[sources.esl]\npassword = \"a\\nb\"\n"), "sources.esl.password"),
+            (format!("{base}[sources.esl]\npassword = \"a\"\naddress = \"nohost\"\n"), "sources.esl.address"),
+            (format!("{base}[sources.esl]\npassword_file = \"/nonexistent/callkpi\"\n"), "sources.esl.password_file"),
+            (
+                format!("{base}[sources.esl]\npassword = \"a\"\nsilence_timeout_ms = 5\n"),
+                "sources.esl.silence_timeout_ms",
+            ),
+            (format!("{base}[sources.esl]\npasword = \"a\"\n"), "unknown field"),
+            (format!("{base}[sources.hep]\nlisten_udp = \"disabled\"\n"), "sources.hep.listen_udp"),
+            (format!("{base}[sources.hep]\nlisten_udp = \"9060\"\n"), "sources.hep.listen_udp"),
+            (format!("{base}[sources.hep]\nlisten_tcp = \"x:y\"\n"), "sources.hep.listen_tcp"),
+            (format!("{base}[sources.hep]\nexpire_interval_ms = 0\n"), "sources.hep.expire_interval_ms"),
+            (format!("{base}[sources.hep.sip]\n[[sources.hep.sip.queues]]\nname = \"q\"\n"), "sources.hep.sip"),
+            (format!("{base}[sources.hep.sip]\nagent_extension = []\n"), "unknown field"),
+            (
+                format!("{base}[[sources.hep]]\nname = \"a\"\n[[sources.hep]]\nname = \"b\"\n"),
+                "sources.hep[1].listen_udp",
+            ),
+            (
+                format!("{base}[sources.hep]\nname = \"s\"\n[sources.esl]\nname = \"s\"\npassword = \"a\"\n"),
+                "duplicate source name",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(&text).and_then(|c| c.validate()).expect_err(&text);
+            assert!(err.to_string().contains(key), "{text}\n-> {err} (expected {key})");
         }
     }
 }

@@ -18,7 +18,7 @@
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`spool`]: the durable sled spool (sequence numbers, group commit, cap, acks).
 //! - [`sources`]: feed readers ([`sources::queue_log`], [`sources::ami`],
-//!   [`sources::linemon`]).
+//!   [`sources::linemon`], [`sources::esl`], [`sources::hep`]).
 //! - [`uplink`]: the `Ingest.Stream` client (handshake, batches, acks, retries).
 //! - [`metrics`]: Prometheus registry and `/metrics` server.
 //! - [`clock`], [`backoff`]: capture clocks and jittered exponential backoff.
@@ -45,6 +45,8 @@ pub use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sources::SpoolSink;
 use crate::sources::ami::AmiSource;
+use crate::sources::esl::EslSource;
+use crate::sources::hep::{HepSockets, HepSource};
 use crate::sources::linemon::LinemonSource;
 use crate::sources::queue_log::QueueLogSource;
 use crate::spool::{Spool, spawn_writer};
@@ -140,6 +142,14 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     }
 
     let uplink = Uplink::new(&cfg.uplink, &cfg.agent_id, &cfg.site, spool.clone(), clock, metrics.clone())?;
+    // HEP sockets bound before anything runs, so a taken port fails the start.
+    let mut hep_sockets = Vec::new();
+    for h in &cfg.sources.hep {
+        let sockets = HepSockets::bind(h)
+            .await
+            .with_context(|| format!("HEP source {}: cannot listen on {} / {}", h.name, h.listen_udp, h.listen_tcp))?;
+        hep_sockets.push(sockets);
+    }
 
     // Spool writer, then sources.
     let writer_stop = CancellationToken::new();
@@ -158,6 +168,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     }
     for l in &cfg.sources.linemon {
         let source = LinemonSource::new(l.clone(), sink.clone(), clock, metrics.source(&l.name));
+        sources.spawn(source.run(sources_stop.clone()));
+    }
+    for (i, e) in cfg.sources.esl.iter().enumerate() {
+        let password = e.password(&format!("sources.esl[{i}]"))?;
+        let source = EslSource::new(e.clone(), password, sink.clone(), clock, metrics.source(&e.name));
+        sources.spawn(source.run(sources_stop.clone()));
+    }
+    for (h, sockets) in cfg.sources.hep.iter().zip(hep_sockets) {
+        let source = HepSource::new(h.clone(), sockets, sink.clone(), clock, metrics.source(&h.name));
         sources.spawn(source.run(sources_stop.clone()));
     }
     sources.close();

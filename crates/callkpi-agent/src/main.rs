@@ -91,12 +91,15 @@ fn main() -> ExitCode {
             Ok(cfg) => {
                 let _ = writeln!(
                     std::io::stdout(),
-                    "{}: valid (agent {}, site {}, {} AMI and {} queue_log sources)",
+                    "{}: valid (agent {}, site {}; sources: {} queue_log, {} AMI, {} ESL, {} HEP, {} linemon)",
                     config.display(),
                     cfg.agent_id,
                     cfg.site,
+                    cfg.sources.queue_log.len(),
                     cfg.sources.ami.len(),
-                    cfg.sources.queue_log.len()
+                    cfg.sources.esl.len(),
+                    cfg.sources.hep.len(),
+                    cfg.sources.linemon.len()
                 );
                 ExitCode::SUCCESS
             }

@@ -9,14 +9,14 @@
 //! |---|---|---|---|
 //! | `callkpi_source_events_total` | counter | source | events mapped from the feed (captured) |
 //! | `callkpi_source_spooled_events_total` | counter | source | of those, durably stored in the spool |
-//! | `callkpi_source_malformed_records_total` | counter | source | records that could not be parsed (parse errors) |
+//! | `callkpi_source_malformed_records_total` | counter | source | records that could not be parsed (parse errors; HEP: datagrams that are not HEP, unparsable SIP, broken TCP streams) |
 //! | `callkpi_source_unmapped_records_total` | counter | source | well-formed records with no mapping rule (by design: `VarSet`, `PENALTY`...) |
 //! | `callkpi_source_read_bytes_total` | counter | source | bytes read from the file or socket |
 //! | `callkpi_source_rotations_total` | counter | source | queue_log rotations followed |
 //! | `callkpi_source_truncations_total` | counter | source | queue_log truncations (restarted at 0) |
-//! | `callkpi_source_reconnects_total` | counter | source | AMI connections lost and reopened |
+//! | `callkpi_source_reconnects_total` | counter | source | AMI and ESL connections lost and reopened |
 //! | `callkpi_source_spool_full_waits_total` | counter | source | queue_log chunks refused by a full spool (read paused, retried) |
-//! | `callkpi_source_connected` | gauge | source | 1 while an AMI session is logged in (line monitor: while its device is open) |
+//! | `callkpi_source_connected` | gauge | source | 1 while an AMI or ESL session is logged in (line monitor: while its device is open; HEP: while listening) |
 //! | `callkpi_source_lost_records_total` | counter | source | records the feed numbered but never delivered (line monitor sequence gaps) |
 //! | `callkpi_source_device_restarts_total` | counter | source | restarts of the device feeding the source (line monitor reboots) |
 //! | `callkpi_uplink_reconnects_total` | counter | | uplink streams ended and retried |

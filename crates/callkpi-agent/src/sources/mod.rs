@@ -13,14 +13,18 @@
 //! - [`ami`] cannot replay (a socket): it submits with `replayable = false`;
 //!   when the spool is full it drops its oldest events to make room and
 //!   counts them (`callkpi_spool_dropped_events_total`). [`linemon`] (a
-//!   serial line) does the same.
+//!   serial line), [`esl`] and [`hep`] (sockets) do the same.
 //!
 //! # Layout
 //! - [`queue_log`]: tails an Asterisk queue_log file with byte-offset checkpoints.
 //! - [`ami`]: an Asterisk Manager Interface client.
 //! - [`linemon`]: the analogue line monitor board on a serial port.
+//! - [`esl`]: a FreeSWITCH event-socket client (channel and mod_callcenter events).
+//! - [`hep`]: a HEP listener (UDP, TCP) tracking the SIP calls a proxy mirrors.
 
 pub mod ami;
+pub mod esl;
+pub mod hep;
 pub mod linemon;
 pub mod queue_log;
 

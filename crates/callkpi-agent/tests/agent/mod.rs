@@ -1,6 +1,8 @@
 //! Test modules and shared helpers.
 
 mod ami;
+mod esl;
+mod hep;
 mod linemon;
 mod queue_log;
 mod run;
