@@ -1,0 +1,588 @@
+//! GetKpis for 15 min x queue over the whole range of N synthetic calls,
+//! against the same KPIs written as SQL in PostgreSQL 15, on the same data,
+//! in one run.
+//!
+//! Our side: the calls' normalised events (join, answer, hold/resume,
+//! hang-up, wrap-up; abandons and timeouts; agent logins) go into
+//! `callkpi_core::Engine`, the in-process engine that backs the
+//! aggregator's `GetKpis` (load = `ingest` of every event + `refresh`);
+//! the query is what `GetKpis` does after its auth check: `params_from_pb`
+//! of a `KpiQuery`, `Engine::report`, `report_to_pb`. No gRPC, no sled.
+//!
+//! PostgreSQL side: a throwaway cluster of our own (initdb in a scratch
+//! directory, 127.0.0.1 on a free port, `fsync = off`: neither side is
+//! measured for durability here), one row per queue visit loaded with
+//! `\copy ... csv` through psql, a btree on (entered_at, queue) and one on
+//! (left_at, queue) WHERE answered, `ANALYZE`, then one SQL query computing
+//! offered, answered, abandoned, short abandons, ASA, SL at 18/20/60 s and
+//! AHT per 15 min x queue. Query time is psql's `\timing` (server execution
+//! plus sending the rows over loopback; output to /dev/null).
+//!
+//! Before anything is timed, every row of both results is compared (same
+//! (interval, queue) set, same counts, same averages to 1e-9).
+//!
+//! `cargo bench -p callkpi-tests --bench getkpis_pg -- --calls 1000000`;
+//! flags: `--calls N` (default 1 000 000), `--days D` (30), `--agents A`
+//! (default calls / 5000, at least 24; each serves 2 of 8 queues on one
+//! 8-hour shift a day), `--seed S`, `--reps R` (5), `--max-rss-gib G` (16: the engine
+//! load stops when its projected peak passes this, rather than push a
+//! shared machine into the OOM killer, and reports how far it got). PostgreSQL: `PG_BIN` (default
+//! `/usr/lib/postgresql/15/bin`) and `psql` on PATH; run as root, the
+//! server runs as `postgres` through `runuser`.
+
+#![allow(clippy::print_stdout, missing_docs)]
+
+mod common;
+#[path = "common/synth.rs"]
+mod synth;
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use callkpi_core::params::GroupBy;
+use callkpi_core::time::Interval;
+use callkpi_core::{Engine, EngineConfig, KpiParams};
+use common::{loadavg, median, rss_kib, scratch};
+
+const SITE: &str = "hq";
+
+/// `Engine::refresh` (rebuilding every call's record and counters) grows
+/// the RSS the ingest left to about this many times (measured: 0.33 to
+/// 1.53 GiB at 100 k calls, 1.79 to 7.59 GiB at 500 k); the load stops
+/// once ingest RSS times this passes `--max-rss-gib`.
+const REFRESH_GROWTH: f64 = 4.6;
+
+struct Args {
+    calls: u64,
+    days: u64,
+    agents: u32,
+    seed: u64,
+    reps: usize,
+    max_rss_gib: f64,
+}
+
+fn args() -> Args {
+    let mut a = Args { calls: 1_000_000, days: 30, agents: 0, seed: 0x5eed_ca11, reps: 5, max_rss_gib: 16.0 };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let val = argv.get(i + 1).cloned().unwrap_or_default();
+        let num =
+            || val.replace('_', "").parse::<f64>().unwrap_or_else(|_| panic!("{}: not a number: {val:?}", argv[i]));
+        match argv[i].as_str() {
+            "--calls" => a.calls = num() as u64,
+            "--days" => a.days = num() as u64,
+            "--agents" => a.agents = num() as u32,
+            "--seed" => a.seed = num() as u64,
+            "--reps" => a.reps = (num() as usize).max(1),
+            "--max-rss-gib" => a.max_rss_gib = num(),
+            // cargo bench passes --bench; anything else is ignored.
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    if a.agents == 0 {
+        // About one agent per 5000 calls of the range (200 for 1 M calls over 30 days).
+        a.agents = u32::try_from(a.calls / 5000).unwrap_or(u32::MAX);
+    }
+    a.agents = a.agents.max(synth::MIN_AGENTS);
+    a
+}
+
+// === PostgreSQL ===
+
+/// A throwaway cluster; stopped with `pg_ctl stop` (its own data directory,
+/// so only its postmaster) when dropped.
+struct Pg {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
+}
+
+impl Pg {
+    fn cmd(&self, prog: &str) -> Command {
+        let path = self.bin.join(prog);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn start(dir: &Path) -> Pg {
+        let bin = PathBuf::from(std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()));
+        assert!(
+            bin.join("initdb").exists(),
+            "no PostgreSQL server in {} (apt-get install -y postgresql-15, or set PG_BIN)",
+            bin.display()
+        );
+        let data = dir.join("pgdata");
+        let as_postgres = is_root();
+        if as_postgres {
+            // initdb refuses to run as root: the cluster belongs to postgres.
+            let st = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status().expect("chown");
+            assert!(st.success(), "chown of {} to postgres failed", dir.display());
+        }
+        let pg = Pg { bin, data, port: callkpi_tests::free_port(), as_postgres };
+        let out = pg
+            .cmd("initdb")
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+            .arg(&pg.data)
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c shared_buffers=2GB \
+             -c work_mem=256MB -c maintenance_work_mem=1GB -c max_wal_size=8GB -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_parallel_workers_per_gather=2",
+            pg.port,
+            pg.data.display()
+        );
+        let out = pg
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(&pg.data)
+            .args(["-w", "-t", "60", "-o", &opts, "-l"])
+            .arg(dir.join("pg.log"))
+            .arg("start")
+            .output()
+            .expect("pg_ctl start");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.join("pg.log")).unwrap_or_default()
+        );
+        pg
+    }
+
+    /// Runs `script` with psql; its stdout. Panics on an SQL error.
+    fn psql(&self, script: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", script])
+            .output()
+            .expect("running psql");
+        assert!(out.status.success(), "psql failed on {script:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8 psql output")
+    }
+
+    /// Runs `sql` `reps` times with `\timing` and output to /dev/null; the
+    /// time psql reports for each rep (summed over its statements).
+    fn timed(&self, sql: &str, reps: usize) -> Vec<Duration> {
+        let mut script = String::from("\\timing on\n\\o /dev/null\n");
+        for _ in 0..reps {
+            script.push_str(sql);
+            script.push('\n');
+        }
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", "postgres"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().expect("stdin").write_all(script.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("running psql");
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let times: Vec<Duration> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("Time: "))
+            .filter_map(|l| l.split(' ').next()?.parse::<f64>().ok())
+            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+            .collect();
+        // One line per statement; a rep's statements are summed.
+        let per_rep = sql.matches(';').count().max(1);
+        assert_eq!(times.len(), reps * per_rep, "psql \\timing lines: {text}");
+        times.chunks(per_rep).map(|c| c.iter().sum()).collect()
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = self.cmd("pg_ctl").arg("-D").arg(&self.data).args(["-w", "-m", "fast", "stop"]).output();
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE queue_visit (
+    call_id     bigint      NOT NULL,
+    queue       text        NOT NULL,
+    agent       text,
+    caller      text,
+    entered_at  timestamptz NOT NULL,
+    answered_at timestamptz,
+    left_at     timestamptz NOT NULL,
+    outcome     text        NOT NULL CHECK (outcome IN ('answered', 'abandoned', 'timeout')),
+    wait_ms     integer     NOT NULL,
+    talk_ms     integer     NOT NULL,
+    hold_ms     integer     NOT NULL,
+    wrap_ms     integer     NOT NULL
+);";
+
+const INDEXES: &str = "
+CREATE INDEX queue_visit_entered ON queue_visit (entered_at, queue);
+CREATE INDEX queue_visit_handled ON queue_visit (left_at, queue) WHERE outcome = 'answered';";
+
+/// The KPIs per 15 min x queue, with callkpi's default definitions: short
+/// abandon <= 5 s (excluded from offered, abandoned and SL), SL = answered
+/// within T / offered, offered figures in the interval of queue entry,
+/// handled and AHT in the interval of hang-up.
+const KPI_SQL: &str = "
+WITH offered AS (
+    SELECT date_bin('15 minutes', entered_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, queue,
+           count(*) AS entered,
+           count(*) FILTER (WHERE outcome = 'abandoned' AND wait_ms <= 5000) AS short_abandoned,
+           count(*) FILTER (WHERE outcome = 'answered') AS answered,
+           count(*) FILTER (WHERE outcome = 'abandoned' AND wait_ms > 5000) AS abandoned,
+           count(*) FILTER (WHERE outcome = 'timeout') AS timed_out,
+           sum(wait_ms) FILTER (WHERE outcome = 'answered') AS answered_wait_ms,
+           count(*) FILTER (WHERE outcome = 'answered' AND wait_ms <= 18000) AS sl18,
+           count(*) FILTER (WHERE outcome = 'answered' AND wait_ms <= 20000) AS sl20,
+           count(*) FILTER (WHERE outcome = 'answered' AND wait_ms <= 60000) AS sl60
+    FROM queue_visit GROUP BY 1, 2
+), handled AS (
+    SELECT date_bin('15 minutes', left_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, queue,
+           count(*) AS handled, sum(talk_ms + hold_ms + wrap_ms) AS handle_ms
+    FROM queue_visit WHERE outcome = 'answered' GROUP BY 1, 2
+)
+SELECT extract(epoch FROM bucket)::bigint, queue,
+       coalesce(o.entered - o.short_abandoned, 0) AS offered,
+       coalesce(o.answered, 0), coalesce(o.abandoned, 0), coalesce(o.short_abandoned, 0), coalesce(o.timed_out, 0),
+       o.answered_wait_ms::float8 / 1000 / nullif(o.answered, 0) AS asa_s,
+       o.sl18::float8 * 100 / nullif(o.entered - o.short_abandoned, 0),
+       o.sl20::float8 * 100 / nullif(o.entered - o.short_abandoned, 0),
+       o.sl60::float8 * 100 / nullif(o.entered - o.short_abandoned, 0),
+       coalesce(h.handled, 0), h.handle_ms::float8 / 1000 / nullif(h.handled, 0) AS aht_s
+FROM offered o FULL JOIN handled h USING (bucket, queue)
+ORDER BY 1, 2;";
+
+/// One row as both sides give it: counts, then ASA, SL 18/20/60, AHT.
+#[derive(Debug, Clone, PartialEq)]
+struct Figures {
+    counts: [u64; 6],
+    ratios: [Option<f64>; 5],
+}
+
+fn pg_rows(text: &str) -> BTreeMap<(i64, String), Figures> {
+    let mut rows = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        assert_eq!(f.len(), 13, "row {line:?}");
+        let n = |i: usize| f[i].parse::<u64>().unwrap_or_else(|_| panic!("count {:?} in {line:?}", f[i]));
+        let r = |i: usize| (!f[i].is_empty()).then(|| f[i].parse::<f64>().expect("a float"));
+        let fig = Figures { counts: [n(2), n(3), n(4), n(5), n(6), n(11)], ratios: [r(7), r(8), r(9), r(10), r(12)] };
+        rows.insert((f[0].parse::<i64>().expect("epoch"), f[1].to_owned()), fig);
+    }
+    rows
+}
+
+fn engine_rows(report: &callkpi_core::Report) -> BTreeMap<(i64, String), Figures> {
+    let mut rows = BTreeMap::new();
+    for row in &report.rows {
+        let Some(Some(queue)) = row.group.get("queue") else { continue };
+        let k = &row.kpis;
+        if k.entered == 0 && k.handled == 0 {
+            continue; // presence only: the SQL table has no logins
+        }
+        let sl = |t: &str| k.service_level_pct.get(t).copied().flatten();
+        let fig = Figures {
+            counts: [k.offered, k.answered, k.abandoned, k.short_abandoned, k.timed_out, k.handled],
+            ratios: [k.asa_s, sl("18"), sl("20"), sl("60"), k.aht_s],
+        };
+        rows.insert((row.start_ns / 1_000_000_000, queue.clone()), fig);
+    }
+    rows
+}
+
+fn same(a: &Figures, b: &Figures) -> bool {
+    let close = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+        (None, None) => true,
+        _ => false,
+    };
+    a.counts == b.counts && a.ratios.iter().zip(&b.ratios).all(|(x, y)| close(*x, *y))
+}
+
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS.mmm+00`, as a CDR export
+/// holds it (civil-from-days: no date crate needed).
+fn ts(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{milli:03}+00", sod / 3600, sod / 60 % 60, sod % 60)
+}
+
+fn write_csv(path: &Path, a: &Args) -> u64 {
+    let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("csv file"));
+    let mut rows = 0;
+    for c in synth::calls(a.calls, a.days, a.agents, a.seed) {
+        let answered = c.answered_ms();
+        let agent = if answered.is_some() { synth::agent_name(c.agent) } else { String::new() };
+        writeln!(
+            w,
+            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            c.index,
+            c.queue,
+            agent,
+            c.caller,
+            ts(c.entered_ms),
+            answered.map(ts).unwrap_or_default(),
+            ts(c.left_ms()),
+            c.outcome.as_str(),
+            c.wait_ms,
+            c.talk_ms,
+            c.hold_ms,
+            c.wrap_ms
+        )
+        .expect("write csv");
+        rows += 1;
+    }
+    w.flush().expect("flush csv");
+    rows
+}
+
+fn gib(kib: u64) -> f64 {
+    kib as f64 / (1024.0 * 1024.0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let a = args();
+    println!(
+        "getkpis_pg: {} calls over {} days, {} agents, {} queues, seed {:#x}; load average before: {}",
+        a.calls,
+        a.days,
+        a.agents,
+        synth::QUEUES.len(),
+        a.seed,
+        loadavg()
+    );
+    let dir = scratch("callkpi-bench-getkpis-pg-");
+    let pg_dir = dir.path().join("pg");
+    std::fs::create_dir_all(&pg_dir).expect("pg dir");
+
+    // --- PostgreSQL: load ---
+    let csv = dir.path().join("queue_visit.csv");
+    let t = Instant::now();
+    let rows = write_csv(&csv, &a);
+    let csv_bytes = std::fs::metadata(&csv).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "csv: {rows} rows, {:.0} MB, written in {:.1} s (not timed)",
+        csv_bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let pg = Pg::start(&pg_dir);
+    println!("postgres: {}", pg.psql("SELECT version()").trim());
+    pg.psql(SCHEMA);
+    let copy = pg.timed(&format!("\\copy queue_visit FROM '{}' WITH (FORMAT csv)", csv.display()), 1)[0];
+    let index = pg.timed(INDEXES.trim().replace('\n', " ").as_str(), 1)[0];
+    let analyze = pg.timed("ANALYZE queue_visit;", 1)[0];
+    let table = pg.psql("SELECT pg_total_relation_size('queue_visit')").trim().parse::<f64>().unwrap_or(f64::NAN);
+    std::fs::remove_file(&csv).expect("rm csv");
+    let pg_load = copy + index + analyze;
+    println!(
+        "postgres load: COPY {:.2} s + indexes {:.2} s + ANALYZE {:.2} s = {:.2} s; table+indexes {:.0} MB",
+        copy.as_secs_f64(),
+        index.as_secs_f64(),
+        analyze.as_secs_f64(),
+        pg_load.as_secs_f64(),
+        table / 1e6
+    );
+
+    // --- the engine: load ---
+    let me = std::process::id();
+    let base = rss_kib(me).map_or(0, |r| r.0);
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut seq = 0u64;
+    let mut ingest = Duration::ZERO;
+    let t = Instant::now();
+    for ev in synth::shifts(a.agents, a.days, SITE, &mut seq) {
+        engine.ingest(ev);
+    }
+    ingest += t.elapsed();
+    let mut buf = Vec::with_capacity(8 * 10_000);
+    let mut loaded = 0u64;
+    let mut stopped = None;
+    let mut gen_iter = synth::calls(a.calls, a.days, a.agents, a.seed);
+    'load: loop {
+        buf.clear();
+        for _ in 0..10_000 {
+            let Some(c) = gen_iter.next() else { break };
+            synth::events(&c, SITE, &mut seq, &mut buf);
+            loaded += 1;
+        }
+        if buf.is_empty() {
+            break;
+        }
+        let t = Instant::now();
+        for ev in buf.drain(..) {
+            engine.ingest(ev);
+        }
+        ingest += t.elapsed();
+        if loaded % 200_000 < 10_000 {
+            let rss = rss_kib(me).map_or(0, |r| r.0);
+            if gib(rss) * REFRESH_GROWTH > a.max_rss_gib {
+                stopped = Some((loaded, rss));
+                break 'load;
+            }
+        }
+    }
+    let after_ingest = rss_kib(me).map_or(0, |r| r.0);
+    if let Some((n, rss)) = stopped {
+        println!(
+            "engine: STOPPED after {n} of {} calls ({} events): RSS {:.2} GiB, x {REFRESH_GROWTH} for the \
+             refresh > --max-rss-gib {}; {:.0} B per call ({:.1} GiB per million calls before refresh); \
+             ingest {:.2} s so far",
+            a.calls,
+            engine.events(),
+            gib(rss),
+            a.max_rss_gib,
+            (rss - base) as f64 * 1024.0 / n as f64,
+            gib(rss - base) * 1e6 / n as f64,
+            ingest.as_secs_f64()
+        );
+        drop(engine);
+        // The SQL side alone at this size (its query was checked against
+        // the engine at the sizes the engine fits).
+        let mut pg_t: Vec<f64> =
+            pg.timed(KPI_SQL.trim().replace('\n', " ").as_str(), a.reps).iter().map(Duration::as_secs_f64).collect();
+        let rows = pg.psql(KPI_SQL).lines().count();
+        let first = pg_t[0];
+        println!(
+            "postgres alone: query median of {} {:.1} ms (first {:.1} ms), {rows} rows",
+            a.reps,
+            median(&mut pg_t) * 1e3,
+            first * 1e3
+        );
+        drop(pg);
+        return;
+    }
+    let t = Instant::now();
+    engine.refresh(None, true);
+    let refresh = t.elapsed();
+    let (rss, hwm) = rss_kib(me).unwrap_or((0, 0));
+    let engine_load = ingest + refresh;
+    println!(
+        "engine load: ingest {:.2} s ({} events) + refresh {:.2} s = {:.2} s; RSS {:.2} GiB after ingest, \
+         {:.2} GiB after refresh, peak {:.2} GiB (process baseline {:.2} GiB); {:.0} B per call",
+        ingest.as_secs_f64(),
+        engine.events(),
+        refresh.as_secs_f64(),
+        engine_load.as_secs_f64(),
+        gib(after_ingest),
+        gib(rss),
+        gib(hwm),
+        gib(base),
+        (rss - base) as f64 * 1024.0 / a.calls as f64
+    );
+
+    // --- same numbers on both sides, before timing ---
+    let params = KpiParams { interval: Interval::Min15, group_by: vec![GroupBy::Queue], ..KpiParams::default() };
+    let query = callkpi_proto::report::params_to_pb(&params);
+    let get_kpis = |engine: &Engine| {
+        let p = callkpi_proto::report::params_from_pb(&query, &KpiParams::default()).expect("valid query");
+        let report = engine.report(&p, &[]).expect("report");
+        let pb = callkpi_proto::report::report_to_pb(&report, 0);
+        (report, pb)
+    };
+    let (report, pb) = get_kpis(&engine);
+    let ours = engine_rows(&report);
+    let theirs = pg_rows(&pg.psql(KPI_SQL));
+    assert_eq!(ours.len(), theirs.len(), "(interval, queue) rows with calls: engine vs SQL");
+    let mut compared = 0;
+    for (k, v) in &theirs {
+        let e = ours.get(k).unwrap_or_else(|| panic!("row {k:?} only in SQL"));
+        assert!(same(e, v), "row {k:?}: engine {e:?} vs SQL {v:?}");
+        compared += 1;
+    }
+    let offered: u64 = ours.values().map(|f| f.counts[0] + f.counts[3]).sum();
+    assert_eq!(offered, a.calls, "every call entered a queue once");
+    println!(
+        "check: all {compared} (15 min, queue) rows equal on both sides (offered, answered, abandoned, short, \
+         timed out, handled, ASA, SL18/20/60, AHT); the GetKpis reply has {} rows ({} with presence only) and {} KB",
+        pb.rows.len(),
+        report.rows.len() - compared,
+        prost::Message::encoded_len(&pb) / 1000
+    );
+
+    // --- query timing ---
+    let mut ours_t = Vec::new();
+    for _ in 0..a.reps {
+        let t = Instant::now();
+        let (r, pb) = get_kpis(&engine);
+        ours_t.push(t.elapsed().as_secs_f64());
+        std::hint::black_box((r, pb));
+    }
+    let mut pg_t: Vec<f64> =
+        pg.timed(KPI_SQL.trim().replace('\n', " ").as_str(), a.reps).iter().map(Duration::as_secs_f64).collect();
+    let (ours_first, pg_first) = (ours_t[0], pg_t[0]);
+    let (q_ours, q_pg) = (median(&mut ours_t), median(&mut pg_t));
+    let hwm = rss_kib(me).map_or(0, |r| r.1);
+    drop(pg);
+
+    println!();
+    println!(
+        "| {} calls, 15 min x queue, whole range | callkpi engine (GetKpis path) | PostgreSQL 15 | engine / PG |",
+        a.calls
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| load | {:.2} s (ingest {:.2} + refresh {:.2}) | {:.2} s (COPY {:.2} + indexes {:.2} + ANALYZE {:.2}) | {:.2} |",
+        engine_load.as_secs_f64(),
+        ingest.as_secs_f64(),
+        refresh.as_secs_f64(),
+        pg_load.as_secs_f64(),
+        copy.as_secs_f64(),
+        index.as_secs_f64(),
+        analyze.as_secs_f64(),
+        engine_load.as_secs_f64() / pg_load.as_secs_f64()
+    );
+    println!(
+        "| query, median of {} (first) | {:.1} ms ({:.1}) | {:.1} ms ({:.1}) | {:.3} |",
+        a.reps,
+        q_ours * 1e3,
+        ours_first * 1e3,
+        q_pg * 1e3,
+        pg_first * 1e3,
+        q_ours / q_pg
+    );
+    println!(
+        "| memory | peak RSS {:.2} GiB (bench process) | table + indexes {:.0} MB on disk, shared_buffers 2 GB | |",
+        gib(hwm),
+        table / 1e6
+    );
+    println!("load average after: {}", loadavg());
+    drop(engine);
+    drop(dir);
+}
