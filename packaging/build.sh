@@ -48,7 +48,34 @@ package() {
     ls -l "$DEB_DIR"/*.deb
 }
 
+# Each package's libc6 dependency covers its binaries' GLIBC_ symbol versions,
+# and they link nothing else than libc, libm and libgcc_s (which libc6 pulls).
+check_deps() {
+    local t p deb b need have libs
+    for t in "${targets[@]}"; do
+        for p in callkpi-agent callkpi-aggregator callkpi-cli; do
+            deb=$(ls "$DEB_DIR/${p}_"*"_${DEB_ARCH[$t]}.deb")
+            have=$(dpkg-deb -f "$deb" Depends | sed -n 's/.*libc6 (>= \([0-9.]*\)).*/\1/p')
+            rm -rf "$WORK_X" && mkdir -p "$WORK_X"
+            dpkg-deb -x "$deb" "$WORK_X"
+            for b in "$WORK_X"/usr/bin/*; do
+                need=$(readelf -W -V "$b" | grep -o 'Name: GLIBC_[0-9.]*' | sed 's/.*GLIBC_//' | sort -uV | tail -1)
+                if [ -z "$have" ] || [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | tail -1)" != "$have" ]; then
+                    fail "$(basename "$deb"): $(basename "$b") needs GLIBC_$need, the package depends on libc6 (>= $have)"
+                fi
+                libs=$(readelf -d "$b" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' |
+                    grep -vx -e libc.so.6 -e libm.so.6 -e libgcc_s.so.1 || true)
+                [ -z "$libs" ] || fail "$(basename "$deb"): $(basename "$b") links $libs: add its package to depends"
+            done
+            printf '   ok  %s: needs GLIBC_%s, depends on libc6 (>= %s)\n' "$(basename "$deb")" "$need" "$have"
+        done
+    done
+}
+
 step "build tools (apt, rustup, cargo-deb)" install_tools
 step "cargo build --profile $PROFILE (${#targets[@]} targets)" build
 step "cargo deb (${#targets[@]} targets x 3)" package
+WORK_X=$(mktemp -d)
+trap 'rm -rf "$WORK_X"' EXIT
+step "package dependencies cover the binaries" check_deps
 print_timings

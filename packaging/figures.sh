@@ -96,7 +96,8 @@ EOF
 free_port grpc
 free_port agg_http
 AGG=$(bin_path x86_64-unknown-linux-gnu callkpi-aggregator)
-token=figures-token-0123456789
+# One token per agent (the aggregator refuses a token shared by two).
+token() { echo "figures-token-$1-0123456789"; }
 cat >"$WORK/aggregator.toml" <<EOF
 listen = "127.0.0.1:$grpc"
 metrics_listen = "127.0.0.1:$agg_http"
@@ -104,10 +105,10 @@ store_path = "$WORK/store"
 store_cache_bytes = 8388608
 [[agents]]
 id = "fig-x86_64"
-token_sha256 = "$(printf %s "$token" | "$AGG" hash-token)"
+token_sha256 = "$(token x86_64 | tr -d '\n' | "$AGG" hash-token)"
 [[agents]]
 id = "fig-aarch64"
-token_sha256 = "$(printf %s "$token" | "$AGG" hash-token)"
+token_sha256 = "$(token aarch64 | tr -d '\n' | "$AGG" hash-token)"
 EOF
 
 # rss NAME CMD...: the agent (CMD + run --config) idle, then fed.
@@ -123,7 +124,7 @@ agent_id = "fig-$name"
 site = "paris"
 [uplink]
 url = "http://127.0.0.1:$grpc"
-token = "$token"
+token = "$(token "$name")"
 [spool]
 path = "$dir/spool"
 [metrics]
