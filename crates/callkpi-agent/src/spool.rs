@@ -195,6 +195,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use callkpi_core::event::{EventId, SourceKind};
+use callkpi_durable::frame::{self, Entry};
 use callkpi_durable::{DEFAULT_CACHE_BYTES, Durable, DurableError};
 use callkpi_feeds::{CaptureTime, FeedEvent};
 use callkpi_proto::pb;
@@ -214,8 +215,6 @@ const CHECKPOINT_TAG: u8 = b'c';
 const SEQ_KEY_LEN: usize = 9;
 /// Logical bytes counted per event on top of its encoding.
 const EVENT_OVERHEAD: usize = 9;
-/// First byte of a group frame.
-const FRAME_VERSION: u8 = 1;
 /// Largest group frame a commit writes, unless one event alone is larger:
 /// keeps sled's leaf nodes (up to 17 values) far below its blob threshold
 /// (about 128 KiB), see the module docs.
@@ -549,98 +548,46 @@ pub fn entry_cost(encoded_len: usize) -> u64 {
     (EVENT_OVERHEAD + encoded_len) as u64
 }
 
-// === Group frames ===
-
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v & 0x7f) as u8 | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn take_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = input.split_first()?;
-        *input = rest;
-        if shift == 63 && b > 1 {
-            return None;
-        }
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
+// === Group frames (format: `callkpi_durable::frame`) ===
 
 /// Builds group frames from events in seq order, closing a frame at
 /// [`GROUP_TARGET_BYTES`].
-#[derive(Default)]
-struct Framer {
-    frames: Vec<([u8; SEQ_KEY_LEN], Vec<u8>)>,
-    buf: Vec<u8>,
-    first: u64,
-    prev: u64,
+struct Framer(frame::Builder);
+
+impl Default for Framer {
+    fn default() -> Self {
+        Self(frame::Builder::new(GROUP_TARGET_BYTES))
+    }
 }
 
 impl Framer {
     fn push(&mut self, seq: u64, event: &[u8]) {
-        let len = event.len() as u64;
-        if !self.buf.is_empty() {
-            let gap = seq - self.prev - 1;
-            if self.buf.len() + varint_len(gap) + varint_len(len) + event.len() > GROUP_TARGET_BYTES {
-                self.close();
-            }
-        }
-        let gap = if self.buf.is_empty() {
-            self.buf.reserve(GROUP_TARGET_BYTES);
-            self.buf.push(FRAME_VERSION);
-            self.first = seq;
-            0
-        } else {
-            seq - self.prev - 1
-        };
-        put_varint(&mut self.buf, gap);
-        put_varint(&mut self.buf, len);
-        self.buf.extend_from_slice(event);
-        self.prev = seq;
+        self.0.push(seq, event);
     }
 
     fn close(&mut self) {
-        if !self.buf.is_empty() {
-            self.frames.push((group_key(self.first), std::mem::take(&mut self.buf)));
-        }
+        self.0.close();
+    }
+
+    /// Every frame under its group key.
+    fn into_frames(self) -> Vec<([u8; SEQ_KEY_LEN], Vec<u8>)> {
+        self.0.finish().into_iter().map(|(first, frame)| (group_key(first), frame)).collect()
     }
 
     /// Adds every frame to `batch`; returns how many.
-    fn write_to(mut self, batch: &mut sled::Batch) -> usize {
-        self.close();
-        let n = self.frames.len();
-        for (key, frame) in self.frames {
+    fn write_to(self, batch: &mut sled::Batch) -> usize {
+        let frames = self.into_frames();
+        let n = frames.len();
+        for (key, frame) in frames {
             batch.insert(&key, frame);
         }
         n
     }
 }
 
-/// One event of a stored group: its seq and where its encoding lies.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    seq: u64,
-    start: usize,
-    end: usize,
-}
-
-impl Entry {
-    fn cost(&self) -> u64 {
-        entry_cost(self.end - self.start)
-    }
+/// Logical bytes of one event of a stored group.
+fn cost(e: &Entry) -> u64 {
+    entry_cost(e.end - e.start)
 }
 
 /// A stored group, parsed.
@@ -658,7 +605,7 @@ impl StoredGroup {
     /// `None` when the key is not a group key.
     fn parse(key: sled::IVec, value: sled::IVec) -> Option<StoredGroup> {
         let first = parse_seq_key(GROUP_TAG, &key)?;
-        let (entries, malformed) = match parse_frame(first, &value) {
+        let (entries, malformed) = match frame::parse(first, &value) {
             Some(entries) => (entries, false),
             None => (vec![Entry { seq: first, start: 0, end: value.len() }], true),
         };
@@ -678,34 +625,6 @@ impl StoredGroup {
     }
 }
 
-/// The entries of a frame whose first event is at `first`; `None` unless
-/// it is well formed: known version, at least one entry, the first at
-/// `first`, nothing left over.
-fn parse_frame(first: u64, frame: &[u8]) -> Option<Vec<Entry>> {
-    let (&FRAME_VERSION, mut rest) = frame.split_first()? else { return None };
-    let mut entries = Vec::new();
-    let mut seq = first;
-    while !rest.is_empty() {
-        let gap = take_varint(&mut rest)?;
-        seq = if entries.is_empty() {
-            if gap != 0 {
-                return None;
-            }
-            first
-        } else {
-            seq.checked_add(gap)?.checked_add(1)?
-        };
-        let len = usize::try_from(take_varint(&mut rest)?).ok()?;
-        if len > rest.len() {
-            return None;
-        }
-        let start = frame.len() - rest.len();
-        entries.push(Entry { seq, start, end: start + len });
-        rest = &rest[len..];
-    }
-    if entries.is_empty() { None } else { Some(entries) }
-}
-
 /// Replaces the per-event keys of the first layout by groups of the same
 /// bytes, one atomic batch per chunk; drops those at or below the ack and
 /// malformed keys. Returns how many legacy keys were found (migrated or dropped).
@@ -722,8 +641,9 @@ fn migrate_legacy_events(tree: &sled::Tree, acked_seq: u64) -> Result<u64, Spool
                 Some(seq) if seq > acked_seq => {
                     // Groups never overlap, even with a store written back and
                     // forth by two agent versions.
-                    let open = !framer.buf.is_empty() && seq > framer.prev + 1;
-                    if open && tree.range(group_key(framer.prev + 1)..group_key(seq)).next().is_some() {
+                    if let Some(prev) = framer.0.open_last_seq().filter(|&prev| seq > prev + 1)
+                        && tree.range(group_key(prev + 1)..group_key(seq)).next().is_some()
+                    {
                         framer.close();
                     }
                     framer.push(seq, &v);
@@ -815,7 +735,7 @@ impl Spool {
                         Some(group) if group.last_seq() > acked_seq => {
                             for e in group.entries.iter().filter(|e| e.seq > acked_seq) {
                                 depth += 1;
-                                bytes += e.cost();
+                                bytes += cost(e);
                             }
                             max_seq = max_seq.max(group.last_seq());
                         }
@@ -1223,7 +1143,7 @@ impl Spool {
             let (k, v) = item.map_err(SpoolError::sled("scanning acked events"))?;
             let Some(group) = StoredGroup::parse(k, v) else { continue };
             for e in group.entries.iter().filter(|e| e.seq > st.acked_seq && e.seq <= up_to_seq) {
-                freed += e.cost();
+                freed += cost(e);
                 count += 1;
             }
             // A group partly acked stays; its acked events are ignored.
@@ -1410,7 +1330,7 @@ impl Commit {
             while freed < need && *next < group.entries.len() {
                 let e = group.entries[*next];
                 self.first_dropped.get_or_insert(e.seq);
-                freed += e.cost();
+                freed += cost(&e);
                 events += 1;
                 *next += 1;
             }

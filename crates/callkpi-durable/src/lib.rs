@@ -306,42 +306,81 @@ pub mod frame {
         None
     }
 
-    /// Cuts records, given in strictly increasing seq order, into frames of
+    /// Cuts records, pushed in strictly increasing seq order, into frames of
     /// at most `target` bytes (a record larger than that gets a frame of its
-    /// own). Returns `(first seq, frame)` pairs in seq order.
+    /// own), one record at a time.
+    #[derive(Debug)]
+    pub struct Builder {
+        target: usize,
+        frames: Vec<(u64, Vec<u8>)>,
+        buf: Vec<u8>,
+        first: u64,
+        prev: u64,
+    }
+
+    impl Builder {
+        /// A builder of frames of at most `target` bytes.
+        pub fn new(target: usize) -> Self {
+            Self { target, frames: Vec::new(), buf: Vec::new(), first: 0, prev: 0 }
+        }
+
+        /// Seq of the last record of the frame being built, if one is.
+        pub fn open_last_seq(&self) -> Option<u64> {
+            (!self.buf.is_empty()).then_some(self.prev)
+        }
+
+        /// Appends a record, closing the current frame first when the record
+        /// would take it past the target.
+        ///
+        /// # Panics
+        /// When `seq` is not above the previous record's.
+        pub fn push(&mut self, seq: u64, record: &[u8]) {
+            let len = record.len() as u64;
+            if !self.buf.is_empty() {
+                assert!(seq > self.prev, "frame records must have increasing seqs");
+                let gap = seq - self.prev - 1;
+                if self.buf.len() + varint_len(gap) + varint_len(len) + record.len() > self.target {
+                    self.close();
+                }
+            }
+            let gap = if self.buf.is_empty() {
+                self.buf.reserve(self.target.min(1 << 20).max(record.len() + 21));
+                self.buf.push(VERSION);
+                self.first = seq;
+                0
+            } else {
+                seq - self.prev - 1
+            };
+            put_varint(&mut self.buf, gap);
+            put_varint(&mut self.buf, len);
+            self.buf.extend_from_slice(record);
+            self.prev = seq;
+        }
+
+        /// Ends the frame being built; the next record starts a new one.
+        pub fn close(&mut self) {
+            if !self.buf.is_empty() {
+                self.frames.push((self.first, std::mem::take(&mut self.buf)));
+            }
+        }
+
+        /// Every frame, as `(first seq, frame)` pairs in seq order.
+        pub fn finish(mut self) -> Vec<(u64, Vec<u8>)> {
+            self.close();
+            self.frames
+        }
+    }
+
+    /// [`Builder`] over all of `records` at once.
     ///
     /// # Panics
     /// When seqs do not strictly increase.
     pub fn build<'a>(records: impl IntoIterator<Item = (u64, &'a [u8])>, target: usize) -> Vec<(u64, Vec<u8>)> {
-        let mut frames = Vec::new();
-        let mut buf: Vec<u8> = Vec::new();
-        let (mut first, mut prev) = (0u64, 0u64);
+        let mut builder = Builder::new(target);
         for (seq, record) in records {
-            let len = record.len() as u64;
-            if !buf.is_empty() {
-                assert!(seq > prev, "frame records must have increasing seqs");
-                let gap = seq - prev - 1;
-                if buf.len() + varint_len(gap) + varint_len(len) + record.len() > target {
-                    frames.push((first, std::mem::take(&mut buf)));
-                }
-            }
-            let gap = if buf.is_empty() {
-                buf.reserve(target.min(1 << 20).max(record.len() + 21));
-                buf.push(VERSION);
-                first = seq;
-                0
-            } else {
-                seq - prev - 1
-            };
-            put_varint(&mut buf, gap);
-            put_varint(&mut buf, len);
-            buf.extend_from_slice(record);
-            prev = seq;
+            builder.push(seq, record);
         }
-        if !buf.is_empty() {
-            frames.push((first, buf));
-        }
-        frames
+        builder.finish()
     }
 
     /// The records of a frame whose first record is at `first`; `None`
@@ -370,6 +409,23 @@ pub mod frame {
             rest = &rest[len..];
         }
         if entries.is_empty() { None } else { Some(entries) }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn varints_round_trip_and_overlong_ones_are_refused() {
+            let mut v = Vec::new();
+            for n in [0, 1, 127, 128, 300, u64::MAX] {
+                v.clear();
+                put_varint(&mut v, n);
+                assert_eq!(v.len(), varint_len(n));
+                assert_eq!(take_varint(&mut v.as_slice()), Some(n));
+            }
+            assert_eq!(take_varint(&mut &[0xff; 10][..]), None);
+        }
     }
 }
 
