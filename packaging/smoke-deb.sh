@@ -71,7 +71,7 @@ import sys, tomllib
 root = sys.argv[1]
 agent = tomllib.load(open(f"{root}/etc/callkpi/agent.toml", "rb"))
 agg = tomllib.load(open(f"{root}/etc/callkpi/aggregator.toml", "rb"))
-spool = agent.get("spool", {}).get("path", "/var/lib/callkpi-agent/spool")
+spool = agent.get("spool", {}).get("path", "/var/lib/callkpi/agent/spool")
 store = agg.get("store_path", "/var/lib/callkpi/aggregator")
 bad = [p for p in (spool, store) if not p.startswith("/var/lib/callkpi/")]
 if bad:

@@ -256,7 +256,7 @@ pub struct SpoolConfig {
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("/var/lib/callkpi-agent/spool"),
+            path: PathBuf::from("/var/lib/callkpi/agent/spool"),
             cache_bytes: DEFAULT_CACHE_BYTES,
             max_bytes: 256 * 1024 * 1024,
             reserve_bytes: 1024 * 1024,
