@@ -954,6 +954,10 @@ pub struct HepSourceConfig {
     pub tcp_idle_timeout_ms: u64,
     /// How often calls with no new packet are checked for their timeouts, ms. Default 1000.
     pub expire_interval_ms: u64,
+    /// Kernel receive buffer of the UDP socket (`SO_RCVBUF`), bytes; 0 keeps
+    /// the system default (`net.core.rmem_default`). Default 0. Linux caps
+    /// it at `net.core.rmem_max`; the size obtained is logged at start.
+    pub recv_buffer_bytes: u64,
     /// `[sources.hep.sip]`: who is an agent, which calls are queue calls,
     /// and the call tracker's timeouts (see `SipTrackerConfig`).
     pub sip: SipTrackerConfig,
@@ -968,6 +972,7 @@ impl Default for HepSourceConfig {
             max_tcp_connections: 64,
             tcp_idle_timeout_ms: 300_000,
             expire_interval_ms: 1_000,
+            recv_buffer_bytes: 0,
             sip: SipTrackerConfig::default(),
         }
     }
@@ -982,6 +987,10 @@ impl HepSourceConfig {
         }
         check_positive(&format!("{key}.max_tcp_connections"), self.max_tcp_connections as u64)?;
         check_positive(&format!("{key}.expire_interval_ms"), self.expire_interval_ms)?;
+        if self.recv_buffer_bytes > i32::MAX as u64 / 2 {
+            // setsockopt takes an int, which Linux doubles for its bookkeeping.
+            return Err(invalid(format!("{key}.recv_buffer_bytes"), "must be at most 1073741823"));
+        }
         self.sip.validate().map_err(|reason| invalid(format!("{key}.sip"), reason))?;
         Ok(())
     }
@@ -1350,6 +1359,7 @@ form = "csv"
             (format!("{base}[sources.hep]\nlisten_udp = \"9060\"\n"), "sources.hep.listen_udp"),
             (format!("{base}[sources.hep]\nlisten_tcp = \"x:y\"\n"), "sources.hep.listen_tcp"),
             (format!("{base}[sources.hep]\nexpire_interval_ms = 0\n"), "sources.hep.expire_interval_ms"),
+            (format!("{base}[sources.hep]\nrecv_buffer_bytes = 2000000000\n"), "sources.hep.recv_buffer_bytes"),
             (format!("{base}[sources.hep.sip]\n[[sources.hep.sip.queues]]\nname = \"q\"\n"), "sources.hep.sip"),
             (format!("{base}[sources.hep.sip]\nagent_extension = []\n"), "unknown field"),
             (

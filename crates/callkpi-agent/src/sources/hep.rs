@@ -87,7 +87,7 @@ impl HepSockets {
         let bad = |e: crate::config::ConfigError| io::Error::new(io::ErrorKind::InvalidInput, e.to_string());
         let key = format!("sources.hep ({})", config.name);
         let udp = match config.udp_addr(&key).map_err(bad)? {
-            Some(addr) => Some(UdpSocket::bind(addr).await?),
+            Some(addr) => Some(bind_udp(addr, config.recv_buffer_bytes)?),
             None => None,
         };
         let tcp = match config.tcp_addr(&key).map_err(bad)? {
@@ -95,6 +95,12 @@ impl HepSockets {
             None => None,
         };
         Ok(Self { udp, tcp })
+    }
+
+    /// The UDP socket's kernel receive buffer as Linux reports it (twice
+    /// the size set, bookkeeping included), when listening on UDP.
+    pub fn udp_recv_buffer(&self) -> Option<usize> {
+        self.udp.as_ref().and_then(|s| socket2::SockRef::from(s).recv_buffer_size().ok())
     }
 
     /// The bound UDP address, when listening on UDP.
@@ -106,6 +112,29 @@ impl HepSockets {
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp.as_ref().and_then(|s| s.local_addr().ok())
     }
+}
+
+/// Binds a UDP socket, with `SO_RCVBUF` set first when `recv_buffer` is not
+/// 0: a SIP burst (a proxy restart re-registering every phone, a
+/// campaign's start) arrives faster than the tracker's pace for a moment,
+/// and what does not fit the kernel's buffer is dropped unseen.
+fn bind_udp(addr: SocketAddr, recv_buffer: u64) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    if recv_buffer > 0 {
+        let wanted = usize::try_from(recv_buffer).unwrap_or(usize::MAX);
+        socket.set_recv_buffer_size(wanted)?;
+        // Linux reports twice what it grants (bookkeeping overhead included).
+        let got = socket.recv_buffer_size()? / 2;
+        if got < wanted {
+            warn!(
+                wanted,
+                got, "HEP UDP receive buffer capped by net.core.rmem_max; raise that sysctl for the size asked."
+            );
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 /// One configured HEP listener.
@@ -189,7 +218,7 @@ impl<S: EventSink> HepSource<S> {
     }
 
     async fn run_inner(self, shutdown: CancellationToken) {
-        info!("HEP source listening.");
+        info!(udp_recv_buffer_bytes = ?self.sockets.udp_recv_buffer().map(|b| b / 2), "HEP source listening.");
         let Self { config, sockets: HepSockets { udp, tcp }, sink, clock, metrics } = self;
         metrics.connected.set(1);
         let (spool_tx, spool_rx) = mpsc::channel(SPOOL_QUEUE);

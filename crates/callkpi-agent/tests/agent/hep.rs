@@ -166,6 +166,31 @@ async fn the_recording_over_udp_gives_the_offline_events_and_garbage_is_counted(
     spool.close().await;
 }
 
+#[tokio::test]
+async fn recv_buffer_bytes_sets_the_udp_socket_buffer_within_the_system_cap() {
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .expect("Linux: /proc/sys/net/core/rmem_max")
+        .trim()
+        .parse()
+        .expect("a number");
+    let asked = 96 * 1024;
+    let default = HepSockets::bind(&config(true, false, site())).await.expect("binds");
+    let sized = HepSockets::bind(&HepSourceConfig { recv_buffer_bytes: asked as u64, ..config(true, false, site()) })
+        .await
+        .expect("binds");
+    // Linux stores twice the size set (bookkeeping), capped at rmem_max.
+    assert_eq!(sized.udp_recv_buffer(), Some(2 * asked.min(rmem_max)));
+    assert!(default.udp_recv_buffer().is_some_and(|b| b > 0));
+    // Above the cap the bind still succeeds, with what the kernel allows.
+    let capped = HepSockets::bind(&HepSourceConfig {
+        recv_buffer_bytes: (rmem_max + 4096) as u64,
+        ..config(true, false, site())
+    })
+    .await
+    .expect("binds even when capped");
+    assert_eq!(capped.udp_recv_buffer(), Some(2 * rmem_max));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_cut_off_mid_way_are_finished_by_their_timeouts() {
     let _guard = trace();
