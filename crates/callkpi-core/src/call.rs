@@ -1,10 +1,13 @@
 //! One call rebuilt from its events: queue visits, agent segments, offers,
 //! outbound dials and surveys, and the counters it contributes.
 //!
-//! A call is always rebuilt from all of its events, sorted by KPI time and
-//! then by event id, so the result does not depend on the order in which
-//! events arrived, and a late event simply produces a new record whose
-//! contribution replaces the old one.
+//! A call is always rebuilt from all of its events, sorted by KPI time, then
+//! by their place in a call's life (an entry before its exit, an answer
+//! before its hang-up, for events of the same instant), then by event id, so
+//! the result does not depend on the order in which events arrived, and a
+//! late event simply produces a new record whose contribution replaces the
+//! old one. An event that repeats another of the same instant (same leg,
+//! kind and data) is replayed once.
 //!
 //! Rules, in the order events are replayed:
 //! - A queue visit opens at `QueueJoin` and takes the first definite outcome:
@@ -20,6 +23,18 @@
 //! - A visit or segment with no end is left open while the call may still be
 //!   active and closed as "unknown end" once the engine's clock is past the
 //!   last event by the configured timeout (or when offline input ends).
+//!   A segment closed so has no known talk time: it is counted apart
+//!   (`segments_unknown_end`, flagged in reports), not as a handled call,
+//!   so that it cannot pull the handle times of the calls whose end is known
+//!   towards zero.
+//! - A hang-up or transfer naming an agent with no conversation in the call,
+//!   and carrying the PBX's talk time (the answer is before the start of the
+//!   input), is that agent's conversation: it started that long before.
+//! - A call answered from a queue it was never seen entering (the input
+//!   starts mid-call: the entry is in an earlier, rotated file) counts once
+//!   as a handled call of that queue, so that the queue's talk time and its
+//!   handled calls cover the same calls. It is not an offered call: its
+//!   entry was not seen.
 
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +170,12 @@ impl Segment {
             Some(SegmentEnd::Hangup(by)) => by,
             _ => HangupBy::Unknown,
         }
+    }
+
+    /// Whether the conversation ended with an event that said how (a
+    /// hang-up or a transfer), rather than being closed by the timeout.
+    pub fn known_end(&self) -> bool {
+        matches!(self.end_kind, Some(SegmentEnd::Hangup(_) | SegmentEnd::Transfer(_)))
     }
 
     /// Whether the conversation ended with a transfer.
@@ -355,6 +376,40 @@ pub struct CallRecord {
     pub open: bool,
 }
 
+/// Where an event stands in the life of a call, for events of the same
+/// instant: offered, queued, rung, answered or left, held, ended, wrapped up,
+/// surveyed.
+fn causal_rank(kind: &EventKind) -> u8 {
+    match kind {
+        EventKind::CallOffered { .. } => 0,
+        EventKind::QueueJoin { .. } => 1,
+        EventKind::Ringing { .. } => 2,
+        EventKind::Answered { .. }
+        | EventKind::OfferMissed { .. }
+        | EventKind::QueueLeave { .. }
+        | EventKind::DialResult { .. } => 3,
+        EventKind::Hold { .. } | EventKind::Resume { .. } => 4,
+        EventKind::Transfer { .. } | EventKind::Hangup { .. } => 5,
+        EventKind::WrapUpStart { .. } => 6,
+        EventKind::WrapUpEnd { .. } => 7,
+        EventKind::SurveyAnswer { .. }
+        | EventKind::Disposition { .. }
+        | EventKind::AgentState { .. }
+        | EventKind::QueueStart => 8,
+    }
+}
+
+/// Whether `ev` repeats an event of the same instant: same leg, same kind
+/// and data. A line read twice (an overlapping copy of a rotated queue_log,
+/// a collector that re-read its file) has a new event id, so the engine's
+/// de-duplication by id cannot see it; a PBX never reports the same step of
+/// a call twice in one instant. Surveys and dispositions are exempt: two
+/// questions may well get the same score in the same second.
+fn is_repeat(same_instant: &[Event], ev: &Event) -> bool {
+    !matches!(ev.kind, EventKind::SurveyAnswer { .. } | EventKind::Disposition { .. })
+        && same_instant.iter().any(|e| e.leg_id == ev.leg_id && e.kind == ev.kind)
+}
+
 fn ms(ns: i64) -> u64 {
     u64::try_from(ns.max(0) / NANOS_PER_MS).unwrap_or(0)
 }
@@ -368,7 +423,17 @@ impl CallRecord {
     /// sorted here. When `closed` is true, whatever is still open is closed as
     /// unknown end at the last event's time.
     pub fn build(events: &mut [Event], closed: bool) -> CallRecord {
-        events.sort_by(|a, b| a.kpi_time().cmp(&b.kpi_time()).then_with(|| a.id.cmp(&b.id)));
+        // Events of the same instant are replayed in the order a call goes
+        // through ([`causal_rank`]), then in arrival order. Sources that stamp
+        // whole seconds (queue_log) put an entry and its exit, or an answer and
+        // its hang-up, in the same second, and a realtime-table export sorted
+        // by time gives them in any order within it.
+        events.sort_by(|a, b| {
+            a.kpi_time()
+                .cmp(&b.kpi_time())
+                .then_with(|| causal_rank(&a.kind).cmp(&causal_rank(&b.kind)))
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let mut r = CallRecord::default();
         let Some(first) = events.first() else { return r };
         r.site = first.site.clone();
@@ -376,7 +441,14 @@ impl CallRecord {
         r.first = first.kpi_time();
         r.last = events.last().map_or(r.first, Event::kpi_time);
         let mut ringing: Vec<(String, UnixNanos)> = Vec::new();
-        for ev in events.iter() {
+        let mut same_instant = 0;
+        for (i, ev) in events.iter().enumerate() {
+            if i > 0 && events[i - 1].kpi_time() != ev.kpi_time() {
+                same_instant = i;
+            }
+            if is_repeat(&events[same_instant..i], ev) {
+                continue;
+            }
             r.apply(ev, &mut ringing);
         }
         r.close(closed);
@@ -504,18 +576,23 @@ impl CallRecord {
                     }
                 }
             }
-            EventKind::Transfer { kind, agent, reported_talk_ms, target, .. } => {
-                match self.open_segment(agent.as_deref()) {
+            EventKind::Transfer { kind, queue, agent, reported_talk_ms, target } => {
+                let i = self
+                    .open_segment(agent.as_deref())
+                    .or_else(|| self.unseen_answer(queue, agent, *reported_talk_ms, t));
+                match i {
                     Some(i) => self.end_segment(i, t, SegmentEnd::Transfer(*kind), *reported_talk_ms),
                     None => self.loose_transfers.push((t, *kind, Some(target.clone()))),
                 }
             }
-            EventKind::Hangup { agent, by, reported_talk_ms, .. } => {
+            EventKind::Hangup { queue, agent, by, reported_talk_ms, .. } => {
                 // A hang-up that names no agent ends only a leg, unless it is
                 // the only conversation in progress and the feed cannot name
                 // agents (SIP, line monitor): then the call is over.
                 let seg = match agent {
-                    Some(a) => self.open_segment(Some(a)),
+                    Some(a) => {
+                        self.open_segment(Some(a)).or_else(|| self.unseen_answer(queue, agent, *reported_talk_ms, t))
+                    }
                     None if reported_talk_ms.is_some() => self.open_segment(None),
                     None => None,
                 };
@@ -557,6 +634,39 @@ impl CallRecord {
             EventKind::Disposition { resolved, .. } => self.disposition = Some(*resolved),
             EventKind::AgentState { .. } | EventKind::QueueStart => {}
         }
+    }
+
+    /// The end of a conversation whose answer is not in the input (queue_log
+    /// or AMI read from the middle of a call: `COMPLETECALLER`, `TRANSFER`,
+    /// `AgentComplete` without their `CONNECT`). The PBX reports the talk
+    /// time with the end, so the conversation is rebuilt as having started
+    /// that long before; an agent who already has a segment in this call is
+    /// not given another. Returns the new segment's index.
+    fn unseen_answer(
+        &mut self,
+        queue: &Option<String>,
+        agent: &Option<String>,
+        reported_talk_ms: Option<u64>,
+        t: UnixNanos,
+    ) -> Option<usize> {
+        let (agent, talk) = (agent.as_ref()?, reported_talk_ms?);
+        if self.segments.iter().any(|s| &s.agent == agent) {
+            return None;
+        }
+        self.segments.push(Segment {
+            agent: agent.clone(),
+            queue: queue.clone(),
+            visit: None,
+            start: t.saturating_sub(ns(talk)),
+            ring_ms: 0,
+            end: None,
+            end_kind: None,
+            reported_talk_ms: None,
+            holds: Vec::new(),
+            hold_open: None,
+            wrap: None,
+        });
+        Some(self.segments.len() - 1)
     }
 
     fn end_segment(&mut self, i: usize, t: UnixNanos, kind: SegmentEnd, reported_talk_ms: Option<u64>) {
@@ -758,26 +868,47 @@ impl CallRecord {
                     c.unknown_end += 1;
                 }
             }
-            // The visit counts once as handled, where its last segment ended.
+            // The visit counts once as handled, where its last segment ended,
+            // when at least one of its segments has a known end.
             if outcome == VisitOutcome::Answered {
                 let segs: Vec<&Segment> = self.segments.iter().filter(|s| s.visit == Some(vi)).collect();
-                if !segs.is_empty() && segs.iter().all(|s| s.end.is_some()) {
+                if !segs.is_empty() && segs.iter().all(|s| s.end.is_some()) && segs.iter().any(|s| s.known_end()) {
                     let end = segs.iter().filter_map(|s| s.end).max().unwrap_or(v.enter);
                     set.cell(self.key(end, Some(&v.queue), v.agent.as_ref())).handled_visits += 1;
                 }
             }
         }
+        // Queues this call was answered from without its entry being seen
+        // (input starting mid-call): the call counts once as handled there,
+        // where its last conversation from that queue ended.
+        let mut unseen: Vec<(&String, UnixNanos)> = Vec::new();
+        for s in self.segments.iter().filter(|s| s.visit.is_none() && s.known_end()) {
+            let (Some(q), Some(end)) = (s.queue.as_ref(), s.end) else { continue };
+            if self.visits.iter().any(|v| &v.queue == q) {
+                continue;
+            }
+            match unseen.iter_mut().find(|(u, _)| *u == q) {
+                Some((_, e)) => *e = (*e).max(end),
+                None => unseen.push((q, end)),
+            }
+        }
+        for (q, end) in unseen {
+            let agent = self.segments.iter().rev().find(|s| s.queue.as_ref() == Some(q)).map(|s| &s.agent);
+            set.cell(self.key(end, Some(q), agent)).handled_visits += 1;
+        }
         for s in &self.segments {
             let Some(end) = s.end else { continue };
             let (talk, hold, wrap) = (s.talk_ms(), s.hold_ms(), s.wrap_ms());
             let c = set.cell(self.key(end, s.queue.as_ref(), Some(&s.agent)));
-            c.handled_segments += 1;
-            c.talk_ms += i64::try_from(talk).unwrap_or(i64::MAX);
-            c.hold_ms += i64::try_from(hold).unwrap_or(i64::MAX);
-            c.wrap_ms += i64::try_from(wrap).unwrap_or(i64::MAX);
-            c.holds += i64::try_from(s.holds.len()).unwrap_or(0);
-            if matches!(s.wrap, Some((_, Some(_)))) {
-                c.wrap_segments += 1;
+            if s.known_end() {
+                c.handled_segments += 1;
+                c.talk_ms += i64::try_from(talk).unwrap_or(i64::MAX);
+                c.hold_ms += i64::try_from(hold).unwrap_or(i64::MAX);
+                c.wrap_ms += i64::try_from(wrap).unwrap_or(i64::MAX);
+                c.holds += i64::try_from(s.holds.len()).unwrap_or(0);
+                if matches!(s.wrap, Some((_, Some(_)))) {
+                    c.wrap_segments += 1;
+                }
             }
             match s.end_kind {
                 Some(SegmentEnd::Transfer(k)) => {

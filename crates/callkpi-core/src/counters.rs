@@ -178,9 +178,13 @@ pub struct Counters {
     pub unknown_end: i64,
 
     // --- handling, counted where the handling ended ---
-    /// Answered visits whose handling ended (a call counted once per queue).
+    /// Answered visits whose handling ended (a call counted once per queue),
+    /// plus segments answered from a queue whose entry was not seen (input
+    /// starting mid-call). A visit whose only conversations were closed by
+    /// timeout is not counted: its handle time is unknown.
     pub handled_visits: i64,
-    /// Agent segments that ended (one per agent per conversation).
+    /// Agent segments that ended with a hang-up or a transfer (one per agent
+    /// per conversation); those closed by timeout are `segments_unknown_end`.
     pub handled_segments: i64,
     /// Segments for which after-call work was reported.
     pub wrap_segments: i64,
@@ -196,7 +200,8 @@ pub struct Counters {
     pub transfers: i64,
     /// Of which blind.
     pub transfers_blind: i64,
-    /// Segments whose end was never seen (closed by timeout).
+    /// Segments whose end was never seen (closed by timeout): not handled
+    /// calls, and their talk, hold and wrap-up are not in the sums above.
     pub segments_unknown_end: i64,
 
     // --- agent time, spread over the quarter hours it covers ---

@@ -12,10 +12,14 @@
 //!
 //! "Now" is an argument: the engine's clock is the latest KPI time seen, or
 //! what the caller passes to [`Engine::refresh`]. A call with nothing open is
-//! final; one still open past `unknown_end_timeout` is closed as "unknown end".
+//! final; one still open past `unknown_end_timeout`, or whose last event is
+//! older than a later queue start of its site (Asterisk's QUEUESTART: the
+//! PBX restarted and the call's end will never be logged), is closed as
+//! "unknown end".
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 
 use crate::agent::{self, StateChange};
 use crate::call::CallRecord;
@@ -94,6 +98,11 @@ pub struct Engine {
     /// Queues each agent was seen working in, per call (for inferred logins).
     agent_queues: HashMap<AgentKey, BTreeMap<String, usize>>,
     queue_start: HashMap<String, UnixNanos>,
+    /// Every queue start per (site, collecting agent): a call whose last
+    /// event is before one of them ended in that restart. Keyed by the
+    /// collecting agent too, because one site may have several PBXes, and
+    /// one PBX restarting ends none of the other's calls.
+    restarts: HashMap<String, HashMap<String, BTreeSet<UnixNanos>>>,
     store: CounterSet,
     clock: Option<UnixNanos>,
     first: Option<UnixNanos>,
@@ -142,6 +151,14 @@ impl Engine {
                 self.dirty_agents.insert(key);
             }
             EventKind::QueueStart => {
+                // A queue start later than a call's last event means Asterisk
+                // (or app_queue) restarted under it: the call's end will never
+                // be logged, so it is closed now rather than after the timeout.
+                let by_agent = self.restarts.entry(site.clone()).or_default();
+                if by_agent.entry(ev.id.agent_id.clone()).or_default().insert(t) {
+                    let ended = self.open_calls.iter().filter(|k| k.0 == site).cloned();
+                    self.dirty_calls.extend(ended.collect::<Vec<_>>());
+                }
                 let e = self.queue_start.entry(site).or_insert(t);
                 *e = (*e).min(t);
                 // Inferred logins start here: every agent of the site may change.
@@ -241,7 +258,14 @@ impl Engine {
     fn rebuild_call(&mut self, key: &CallKey, now: UnixNanos, close_all: bool) {
         let Some(st) = self.calls.get_mut(key) else { return };
         let last = st.events.iter().map(Event::kpi_time).max().unwrap_or(now);
-        let closed = close_all || now - last >= self.cfg.unknown_end_timeout;
+        let restarted = self.restarts.get(&key.0).is_some_and(|by_agent| {
+            st.events.iter().any(|e| {
+                by_agent
+                    .get(&e.id.agent_id)
+                    .is_some_and(|r| r.range((Bound::Excluded(last), Bound::Unbounded)).next().is_some())
+            })
+        });
+        let closed = close_all || restarted || now - last >= self.cfg.unknown_end_timeout;
         let rec = CallRecord::build(&mut st.events, closed);
         // Re-indexed only when the start moved (a late, earlier event).
         let old_first = st.record.as_ref().map(|r| r.first);

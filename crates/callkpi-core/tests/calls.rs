@@ -238,3 +238,56 @@ fn engine_finds_calls_by_start_and_by_id_across_sites() {
     assert_eq!(all.len(), 5, "moved, not duplicated");
     assert_eq!(e.call("lyon", "c2").map(|r| r.first), Some(t(-50)));
 }
+
+/// Events of the same instant arrive in any order from a whole-second source
+/// exported by time (a realtime queue_log table): the call is rebuilt in the
+/// order a call goes through, entry before exit, answer before hang-up.
+#[test]
+fn same_instant_events_replay_in_call_order() {
+    // Delivered exit first, then entry, both at second 0.
+    let r = record(&[(0, leave("q", LeaveReason::LeaveEmpty)), (0, join("q", "0611223344"))], true);
+    assert_eq!(r.visits.len(), 1);
+    assert_eq!(r.outcome(5), CallOutcome::LeaveEmpty);
+    // Hang-up, answer, entry, all at second 7.
+    let r =
+        record(&[(7, hangup("A", HangupBy::Caller)), (7, answer("q", "A", None)), (7, join("q", "0611223344"))], true);
+    assert_eq!(r.outcome(5), CallOutcome::Answered);
+    assert_eq!(r.segments.len(), 1);
+    assert!(r.segments[0].known_end());
+}
+
+/// The same step delivered twice under two ids (a line read twice) is one
+/// step; a survey answered twice alike in one second is two answers.
+#[test]
+fn repeated_events_of_one_instant_count_once() {
+    let survey = EventKind::SurveyAnswer {
+        metric: SurveyMetric::Csat,
+        score: 4.0,
+        scale_min: 1.0,
+        scale_max: 5.0,
+        queue: None,
+        agent: None,
+    };
+    let r = record(
+        &[
+            (0, join("q", "0611223344")),
+            (0, join("q", "0611223344")),
+            (9, answer("q", "A", None)),
+            (9, answer("q", "A", None)),
+            (69, hangup("A", HangupBy::Agent)),
+            (69, hangup("A", HangupBy::Agent)),
+            (80, survey.clone()),
+            (80, survey),
+        ],
+        true,
+    );
+    assert_eq!(r.visits.len(), 1);
+    assert_eq!(r.visits[0].wait_ms, 9_000);
+    assert_eq!(r.outcome(5), CallOutcome::Answered);
+    assert_eq!(r.segments.len(), 1);
+    assert_eq!(r.talk_ms(), 60_000);
+    assert_eq!(r.surveys.len(), 2);
+    // A second entry into the same queue at another second is a new visit.
+    let r = record(&[(0, join("q", "0611223344")), (1, join("q", "0611223344"))], true);
+    assert_eq!(r.visits.len(), 2);
+}

@@ -425,6 +425,42 @@ fn call_without_exit_is_unknown_end_not_dropped() {
     assert!(r.rows[0].flags.contains(&"unknown_end".to_string()));
 }
 
+/// Asterisk logs QUEUESTART when app_queue starts: a call still open from
+/// before it will never get its end, so it is closed at once (live, not only
+/// after the timeout), as unknown end, and its unknown talk time is not a
+/// handled call's.
+#[test]
+fn a_queue_start_closes_the_calls_open_before_it() {
+    let mut s = Script::new();
+    s.join(0.0, "waiting", "q", "0611").join(5.0, "talking", "q", "0622").answer(10.0, "talking", "q", "A");
+    s.join(20.0, "done", "q", "0633").answer(25.0, "done", "q", "B").hangup(85.0, "done", "B");
+    s.at(300.0, "", EventKind::QueueStart);
+    // A second PBX of the same site, with its own agent: its call, open
+    // across the first PBX's restart, stays open.
+    let mut other = Script::new();
+    other.join(10.0, "other-pbx", "q", "0644");
+    let mut e = Engine::new(EngineConfig::default());
+    for mut ev in other.events {
+        ev.id.agent_id = "pbx-2".into();
+        e.ingest(ev);
+    }
+    for ev in &s.events[..s.events.len() - 1] {
+        e.ingest(ev.clone());
+    }
+    e.refresh(None, false);
+    assert_eq!(e.open_calls(), 3);
+    e.ingest(s.events[s.events.len() - 1].clone());
+    e.refresh(None, false);
+    assert_eq!(e.open_calls(), 1, "only the restarted PBX's calls are closed");
+    e.refresh(None, true);
+    let r = e.report(&all(|_| {}), &[]).unwrap();
+    let k = &r.rows[0].kpis;
+    assert_eq!((k.entered, k.answered), (4, 2));
+    assert_eq!(k.handled, 1);
+    close(k.aht_s, 60.0);
+    assert!(r.rows[0].flags.contains(&"unknown_end".to_string()));
+}
+
 #[test]
 fn duplicates_are_counted_once_and_late_events_correct_the_past() {
     let mut s = Script::new();
