@@ -25,7 +25,10 @@
 //!
 //! `epoch` is Unix seconds, integer or fractional (`1795356691.250`). The
 //! data fields are whatever the verb logs, possibly none. The format has no
-//! quoting: a field can hold any byte but `|` and the line end.
+//! quoting: a field can hold any byte but `|` and the line end. Asterisk
+//! writes queue and member names as configured, so a line that is not UTF-8
+//! (a Latin-1 `queues.conf`) is read as ISO-8859-1 by the mapper
+//! ([`parse_record`] itself reports [`ParseErrorKind::InvalidUtf8`]).
 //!
 //! **DB-export CSV form** (the realtime `queue_log` table, exported): RFC 4180
 //! CSV (parsed with `csv-core`) whose first line is a header naming the
@@ -62,7 +65,7 @@
 //!
 //! | verb | data (Asterisk 13+) | event |
 //! |---|---|---|
-//! | `ENTERQUEUE` | url\|callerid\|position | `QueueJoin { caller: callerid if not empty, position }` |
+//! | `ENTERQUEUE` | url\|callerid\|position[\|calleridname] | `QueueJoin { caller: callerid if not empty, position }`; the name (`log_cidname = yes`) is not kept |
 //! | `CONNECT` | holdtime\|member uniqueid\|ringtime (s) | `Answered { reported_wait_ms: holdtime, reported_ring_ms: ringtime }`, `leg_id` = member uniqueid |
 //! | `COMPLETEAGENT` | holdtime\|calltime\|origposition | `Hangup { by: Agent, cause: None, reported_talk_ms: calltime }` |
 //! | `COMPLETECALLER` | holdtime\|calltime\|origposition | `Hangup { by: Caller, .. }` likewise |
@@ -84,7 +87,8 @@
 //! | `UNPAUSE` / `UNPAUSEALL` | - | `AgentState { Available }`, queue `None` for `UNPAUSEALL` |
 //! | `QUEUESTART` | - | `QueueStart` |
 //! | `DID` | DID | `CallOffered { Inbound, caller: "", called: DID, trunk: None }` |
-//! | `CONFIGRELOAD`, `INFO`, `SYSCOMPAT` | - | none: known and informational, not counted |
+//! | `SYSCOMPAT` | - | `QueueLeave { Unspecified }`: the call was dropped after an agent answered (incompatible channels) |
+//! | `CONFIGRELOAD`, `INFO` | - | none: known and informational, not counted |
 //!
 //! The method of `ATTENDEDTRANSFER` is `BRIDGE` (key: the bridge id), `APP`
 //! (key: the application) or `LINK` (key: the two channels, `|`-joined), so
@@ -114,7 +118,7 @@
 //!
 //! - [`Unparsed::by_name`]: well-formed records whose verb is none of the
 //!   above (for example `PENALTY`), by verb.
-//! - [`Unparsed::malformed`]: lines that are not records (invalid UTF-8, fewer
+//! - [`Unparsed::malformed`]: lines that are not records (fewer
 //!   than five fields, a time that is not a time, a verb that is not 1 to 32
 //!   ASCII letters, digits or `_`), and records of a known verb whose data
 //!   cannot make its event (a `SURVEY` without a numeric score, an
@@ -596,6 +600,20 @@ impl QueueLogMapper {
             match parse_record(line) {
                 Ok(rec) => self.map(&rec, pos, events),
                 Err(e) if e.kind == ParseErrorKind::Blank => {}
+                // Asterisk writes member and queue names as configured, so a
+                // Latin-1 queues.conf or realtime table gives Latin-1 lines.
+                // Such a line is still a record: read it as ISO-8859-1 rather
+                // than lose, say, the CONNECT of a call.
+                Err(e) if e.kind == ParseErrorKind::InvalidUtf8 => {
+                    let text = latin1(line);
+                    match parse_record(text.as_bytes()) {
+                        Ok(rec) => self.map(&rec, pos, events),
+                        Err(mut error) => {
+                            error.offset += bom;
+                            self.malformed(pos, error);
+                        }
+                    }
+                }
                 Err(mut error) => {
                     error.offset += bom;
                     self.malformed(pos, error);
@@ -674,11 +692,19 @@ impl QueueLogMapper {
             }
         }
         let Some(layout) = csv.layout.as_ref() else { return };
-        let text = match std::str::from_utf8(out) {
-            Ok(text) => text,
-            Err(e) => {
-                let error = ParseError { kind: ParseErrorKind::InvalidUtf8, offset: e.valid_up_to() };
-                return self.malformed(pos, error);
+        // Not UTF-8: read the fields as ISO-8859-1, as for the file form.
+        let (recoded, recoded_ends);
+        let (text, ends) = match std::str::from_utf8(out) {
+            Ok(text) => (text, ends),
+            Err(_) => {
+                let mut text = String::with_capacity(out.len() * 2);
+                let mut new_ends = Vec::with_capacity(nend);
+                for i in 0..nend {
+                    text.push_str(&latin1(field(i).unwrap_or_default()));
+                    new_ends.push(text.len());
+                }
+                (recoded, recoded_ends) = (text, new_ends);
+                (recoded.as_str(), recoded_ends.as_slice())
             }
         };
         let column = |i: Option<usize>| -> &str {
@@ -733,6 +759,11 @@ impl QueueLogMapper {
             Mapped::Malformed => self.malformed(pos, ParseError { kind: ParseErrorKind::BadData, offset: 0 }),
         }
     }
+}
+
+/// ISO-8859-1 bytes as text: every byte is the code point of the same value.
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
 }
 
 /// The form a first line announces.
@@ -806,10 +837,17 @@ fn map_record(rec: &QueueLogRecord<'_>, outdials: &mut HashMap<String, (String, 
     match rec.verb {
         "ENTERQUEUE" => {
             let fields = trimmed_fields(&rec.data);
-            // url|callerid|position; a callerid holding `|` keeps its pieces.
+            // url|callerid|origposition[|calleridname]: Asterisk appends the
+            // caller's name when queues.conf sets `log_cidname` ("Queue Logs"
+            // reference). With four or more fields and a number in the third,
+            // the third is the position and the rest the name; otherwise the
+            // last field is the position and a callerid holding `|` keeps its
+            // pieces.
+            let named = fields.len() >= 4 && fields[2].parse::<u32>().is_ok();
             let (caller, position) = match fields.len() {
                 0 | 1 => (String::new(), None),
                 2 => (fields[1].to_owned(), None),
+                _ if named => (fields[1].to_owned(), fields[2].parse().ok()),
                 n => (fields[1..n - 1].join("|"), fields[n - 1].parse().ok()),
             };
             let caller = Some(caller).filter(|c| !c.is_empty());
@@ -887,7 +925,13 @@ fn map_record(rec: &QueueLogRecord<'_>, outdials: &mut HashMap<String, (String, 
                 trunk: None,
             }),
         },
-        "CONFIGRELOAD" | "INFO" | "SYSCOMPAT" => Mapped::Informational,
+        // "A call was answered by an agent, but the call was dropped because
+        // the channels were not compatible" (Queue Logs): app_queue hangs the
+        // member up and returns, so the caller's stay in the queue ends here,
+        // neither answered nor abandoned by the caller. Some versions log an
+        // ABANDON after it, which then gives the reason.
+        "SYSCOMPAT" => leave(LeaveReason::Unspecified, None),
+        "CONFIGRELOAD" | "INFO" => Mapped::Informational,
         "SURVEY" => match survey(rec) {
             Some(kind) => event(kind),
             None => Mapped::Malformed,
@@ -1084,6 +1128,15 @@ mod tests {
             kind("1|c|sales|NONE|ENTERQUEUE|||3"),
             EventKind::QueueJoin { queue: "sales".into(), caller: None, position: Some(3) }
         );
+        // log_cidname = yes appends the caller's name after the position.
+        assert_eq!(
+            kind("1|c|sales|NONE|ENTERQUEUE||0612345678|2|Jean Dupont"),
+            EventKind::QueueJoin { queue: "sales".into(), caller: s("0612345678"), position: Some(2) }
+        );
+        assert_eq!(
+            kind("1|c|sales|NONE|ENTERQUEUE||0612345678|2|Dupont|Jean"),
+            EventKind::QueueJoin { queue: "sales".into(), caller: s("0612345678"), position: Some(2) }
+        );
         // A caller id with a pipe keeps its pieces; the position is the last field.
         assert_eq!(
             kind("1|c|sales|NONE|ENTERQUEUE||Pat|Pipe|2"),
@@ -1242,9 +1295,14 @@ mod tests {
                 trunk: None,
             }
         );
-        let (events, m) = map("1|NONE|NONE|NONE|CONFIGRELOAD|\n2|c|q|NONE|INFO|x|y\n3|c|q|a|SYSCOMPAT\n");
+        let (events, m) = map("1|NONE|NONE|NONE|CONFIGRELOAD|\n2|c|q|NONE|INFO|x|y\n");
         assert!(events.is_empty());
         assert_eq!(m.unparsed(), &Unparsed::default());
+        // SYSCOMPAT: the call was dropped; the caller's stay in the queue ends.
+        assert_eq!(
+            kind("3|c|q|a|SYSCOMPAT"),
+            EventKind::QueueLeave { queue: "q".into(), reason: LeaveReason::Unspecified, reported_wait_ms: None }
+        );
     }
 
     #[test]
@@ -1449,19 +1507,21 @@ abc|c|q|NONE|ABANDON|1|1|7\n\
 4|c|q|NONE|ABANDON|1|1|7\n";
         let mut m = mapper();
         let events = m.map_all(input);
-        assert_eq!(events.len(), 2);
-        assert_eq!(m.unparsed().malformed, 3);
+        // The Latin-1 line is a record, read as ISO-8859-1.
+        assert_eq!(events.len(), 3);
+        assert!(matches!(&events[1].kind, EventKind::Answered { agent, .. } if agent == "Jos\u{e9}"));
+        assert_eq!(m.unparsed().malformed, 2);
         assert!(m.unparsed().by_name.is_empty());
         let last = m.last_malformed().expect("malformed");
-        assert_eq!(last.error.kind, ParseErrorKind::InvalidUtf8);
-        assert_eq!(last.at, 33 + 27 + 6 + 1);
-        assert_eq!(last.error.offset, 9);
+        assert_eq!(last.error.kind, ParseErrorKind::TooFewFields);
+        assert_eq!(last.at, 33 + 27);
+        assert_eq!(last.error.offset, 5);
         assert_eq!(m.offset(), input.len() as u64);
         // Resumed at a checkpoint: offsets stay absolute, and no BOM is expected.
         let mut m = mapper().starting_at(1000);
         let events = m.map_all(&input[33..]);
-        assert_eq!((events.len(), m.unparsed().malformed), (1, 3));
-        assert_eq!(m.last_malformed().map(|e| e.at), Some(1000 + 27 + 6 + 1));
+        assert_eq!((events.len(), m.unparsed().malformed), (2, 2));
+        assert_eq!(m.last_malformed().map(|e| e.at), Some(1000 + 27));
         assert_eq!(m.offset(), 1000 + input.len() as u64 - 33);
     }
 

@@ -211,11 +211,18 @@ impl AmiMapper {
         let Some(name) = msg.event() else {
             return;
         };
-        let c = Common {
-            call_id: msg.get("Linkedid").or_else(|| msg.get("Uniqueid")).unwrap_or_default(),
-            uniqueid: msg.get("Uniqueid").unwrap_or_default(),
-            time: msg.get_bytes("Timestamp").and_then(parse_timestamp),
+        let uniqueid = msg.get("Uniqueid").unwrap_or_default();
+        // Before Asterisk 12 most events carry no `Linkedid`: a channel the
+        // mapper already knows (a member leg from `AgentConnect`) then
+        // belongs to the call it was seen in, not to a call of its own.
+        let call_id = match msg.get("Linkedid").filter(|l| !l.is_empty()) {
+            Some(linked) => linked,
+            None => match self.legs.get(&*uniqueid) {
+                Some(leg) => Cow::Owned(leg.call.clone()),
+                None => uniqueid.clone(),
+            },
         };
+        let c = Common { call_id, uniqueid, time: msg.get_bytes("Timestamp").and_then(parse_timestamp) };
         let ok = match &*name {
             "QueueCallerJoin" | "Join" => self.queue_join(msg, &c, out),
             "QueueCallerAbandon" => self.queue_abandon(msg, &c, out),
@@ -227,7 +234,12 @@ impl AmiMapper {
             "AgentComplete" => self.agent_complete(msg, &c, out),
             "BlindTransfer" => self.blind_transfer(msg),
             "AttendedTransfer" => self.attended_transfer(msg),
-            "Hold" => self.hold(msg, &c, true, out),
+            // Asterisk 1.6 to 11 send only `Hold`, with `Status: On` or
+            // `Status: Off` (unhold); 12+ send `Hold` and `Unhold` without it.
+            "Hold" => {
+                let on = msg.get("Status").and_then(|s| parse_bool(&s)).unwrap_or(true);
+                self.hold(msg, &c, on, out)
+            }
             "Unhold" => self.hold(msg, &c, false, out),
             "Hangup" => self.hangup(msg, &c, out),
             "DialBegin" => self.dial_begin(msg, &c, out),
@@ -264,7 +276,8 @@ impl AmiMapper {
             return false;
         };
         self.track(&c.uniqueid, &c.call_id, || Role::QueueCaller { member_leg: None });
-        let caller = msg.get("CallerIDNum").filter(|n| known(n)).map(Cow::into_owned);
+        // `CallerID` is the number in the `Join` of Asterisk 1.4 and older.
+        let caller = msg.get("CallerIDNum").or_else(|| msg.get("CallerID")).filter(|n| known(n)).map(Cow::into_owned);
         let position = msg.get("Position").and_then(|p| p.trim().parse().ok());
         out.push(c.event(&c.uniqueid, EventKind::QueueJoin { queue: queue.into_owned(), caller, position }));
         true
@@ -326,7 +339,22 @@ impl AmiMapper {
             return false;
         };
         let queue = msg.get("Queue").map(Cow::into_owned);
-        let leg = dest_leg(msg);
+        // Asterisk 1.4 to 11 name the member channel's uniqueid
+        // `BridgedChannel` (no `DestUniqueid`, and no `AgentCalled` leg):
+        // track it, so its `Hold` and `Hangup` find the call.
+        let leg = match msg.get("DestUniqueid").filter(|u| !u.is_empty()) {
+            Some(u) => u.into_owned(),
+            None => msg.get("BridgedChannel").map(Cow::into_owned).unwrap_or_default(),
+        };
+        if !leg.is_empty() && !self.legs.contains_key(&leg) {
+            let role = Role::Member {
+                name: agent.clone(),
+                queue: queue.clone().unwrap_or_default(),
+                ring_start: None,
+                resolved: true,
+            };
+            self.track(&leg, &c.call_id, || role);
+        }
         self.resolve_offer(&leg);
         if let Some(Leg { role: Role::QueueCaller { member_leg }, .. }) = self.legs.get_mut(&*c.uniqueid) {
             *member_leg = Some(leg.clone());
@@ -658,8 +686,11 @@ impl AmiMapper {
 
     /// Learns `Interface → MemberName` from any event naming both.
     fn learn_member(&mut self, msg: &AmiMessage<'_>) {
-        let name = msg.get("MemberName").or_else(|| msg.get("Name")).filter(|n| !n.is_empty());
-        let interface = msg.get("Interface").or_else(|| msg.get("Location")).filter(|i| !i.is_empty());
+        // Header names of Asterisk 12+, then of 1.8-11 (see `agent_of`).
+        let name = ["MemberName", "Name", "AgentName"].iter().find_map(|k| msg.get(k).filter(|n| !n.is_empty()));
+        let interface = ["Interface", "Location", "Member", "AgentCalled"]
+            .iter()
+            .find_map(|k| msg.get(k).filter(|i| !i.is_empty()));
         let (Some(name), Some(interface)) = (name, interface) else {
             return;
         };
@@ -682,10 +713,16 @@ impl AmiMapper {
     /// The member an agent event is about: `MemberName`, else the name known
     /// for its `Interface`, else the interface itself.
     fn agent_of(&self, msg: &AmiMessage<'_>) -> Option<String> {
-        if let Some(name) = msg.get("MemberName").or_else(|| msg.get("Name")).filter(|n| !n.is_empty()) {
+        // Before Asterisk 12, `AgentCalled` names the member `AgentName` and
+        // its interface `AgentCalled`; other events say `MemberName`, and
+        // `Member` or `Location` for the interface.
+        let name = msg.get("MemberName").or_else(|| msg.get("Name")).or_else(|| msg.get("AgentName"));
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
             return Some(name.into_owned());
         }
-        let interface = msg.get("Interface").or_else(|| msg.get("Location")).filter(|i| !i.is_empty())?;
+        let interface = ["Interface", "Location", "Member", "AgentCalled"]
+            .iter()
+            .find_map(|k| msg.get(k).filter(|i| !i.is_empty()))?;
         Some(self.member_name(&interface).map_or_else(|| interface.into_owned(), str::to_owned))
     }
 

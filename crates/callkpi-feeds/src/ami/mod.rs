@@ -45,17 +45,17 @@
 //!
 //! | AMI event | event kind | notes |
 //! |---|---|---|
-//! | `QueueCallerJoin` (`Join`) | `QueueJoin` | caller = `CallerIDNum`, `Position` |
+//! | `QueueCallerJoin` (`Join`) | `QueueJoin` | caller = `CallerIDNum` (1.4: `CallerID`), `Position` |
 //! | `QueueCallerAbandon` | `QueueLeave { Abandon }` | wait = `HoldTime` s |
 //! | `QueueCallerLeave` (`Leave`) | `QueueLeave { Unspecified }` | sent for *every* exit, see below |
-//! | `AgentCalled` | `Ringing` | leg = member channel |
+//! | `AgentCalled` | `Ringing` | leg = member channel; before 12 the member is `AgentName` (interface `AgentCalled`) |
 //! | `AgentRingNoAnswer` | `OfferMissed { NoAnswer }` | ring = `RingTime`, already in **ms** |
 //! | `AgentDump` | `OfferMissed { Rejected }` | ring from the `AgentCalled` timestamp |
 //! | `DialEnd` `CANCEL` of a ringing member | `OfferMissed { Canceled }` | queue_log RINGCANCELED; ring from timestamps |
 //! | `AgentConnect` | `Answered` | wait = `HoldTime` s, ring = `RingTime` **s**; leg = `DestUniqueid` |
 //! | `AgentComplete` `Reason: agent`/`caller` | `Hangup { by Agent/Caller }` | talk = `TalkTime` s |
 //! | `AgentComplete` `Reason: transfer` | `Transfer` | kind and target from the call's last `BlindTransfer`/`AttendedTransfer` (Blind, empty target, if none) |
-//! | `Hold` / `Unhold` | `Hold` / `Resume` | agent when the channel is a known member's |
+//! | `Hold` / `Unhold` | `Hold` / `Resume` | agent when the channel is a known member's; a `Hold` with `Status: Off` (1.6 to 11, which have no `Unhold`) is a `Resume` |
 //! | `Hangup` | `Hangup { by Unknown, cause }` | only the call's origin channel and tracked legs, see below; cause 0 → `None` |
 //! | `DialBegin` from a channel into an outbound context or trunk | `CallOffered { Outbound }` | caller = agent, called = number, trunk = context |
 //! | matching `DialEnd` | `DialResult` | `ANSWER`, `BUSY`, `NOANSWER`, `CONGESTION`, `CHANUNAVAIL` → Unavailable, `CANCEL` → AgentAbandoned, else Failed |
