@@ -14,7 +14,7 @@
 //! Durations are integers with their unit in the key name (`_ms`), so a
 //! value never needs a parser of its own.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ use std::time::Duration;
 use callkpi_core::event::SurveyMetric;
 use callkpi_feeds::ami::{AmiMapperConfig, SurveyEventConfig};
 use callkpi_feeds::esl::EslMapperConfig;
-use callkpi_feeds::queue_log::{InputForm, QueueLogConfig};
+use callkpi_feeds::queue_log::{AgentAliases, InputForm, QueueLogConfig};
 use callkpi_feeds::sip::SipTrackerConfig;
 use serde::Deserialize;
 
@@ -626,6 +626,11 @@ pub struct QueueLogSourceConfig {
     pub form: QueueLogForm,
     /// Most bytes read and spooled in one step. Default 256 KiB.
     pub read_chunk_bytes: usize,
+    /// Agent name as logged -> agent name reported, exact and case-sensitive.
+    /// For `log_membername_as_agent = no` (Asterisk's default), where
+    /// `ADDMEMBER`/`REMOVEMEMBER` name the interface and calls the member
+    /// name. Default empty. No empty or `NONE` name, no chains.
+    pub agent_aliases: BTreeMap<String, String>,
 }
 
 impl Default for QueueLogSourceConfig {
@@ -637,6 +642,7 @@ impl Default for QueueLogSourceConfig {
             time_zone: "UTC".to_owned(),
             form: QueueLogForm::Auto,
             read_chunk_bytes: 256 * 1024,
+            agent_aliases: BTreeMap::new(),
         }
     }
 }
@@ -658,7 +664,8 @@ impl QueueLogSourceConfig {
     /// The mapper settings of this source.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] when `time_zone` is not a known IANA zone.
+    /// [`ConfigError::Invalid`] when `time_zone` is not a known IANA zone, or
+    /// `agent_aliases` has an empty or `NONE` name or a chain.
     pub fn mapper_config(&self, key: &str) -> Result<QueueLogConfig, ConfigError> {
         let time_zone = jiff::tz::TimeZone::get(&self.time_zone)
             .map_err(|e| invalid(format!("{key}.time_zone"), format!("{:?}: {e}", self.time_zone)))?;
@@ -667,7 +674,9 @@ impl QueueLogSourceConfig {
             QueueLogForm::File => Some(InputForm::File),
             QueueLogForm::Csv => Some(InputForm::Csv),
         };
-        Ok(QueueLogConfig { time_zone, form })
+        let agent_aliases = AgentAliases::new(self.agent_aliases.clone())
+            .map_err(|e| invalid(format!("{key}.agent_aliases.{:?}", e.logged()), e.to_string()))?;
+        Ok(QueueLogConfig { time_zone, form, agent_aliases })
     }
 }
 
@@ -1290,6 +1299,45 @@ form = "csv"
         for (text, needle) in cases {
             let err = Config::from_toml(text).and_then(|c| c.validate()).expect_err(text);
             assert!(err.to_string().contains(needle), "{text:?}: {err} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn queue_log_agent_aliases_reach_the_mapper_and_bad_ones_name_their_key() {
+        let base = "agent_id = \"a\"\nsite = \"x\"\n[[sources.queue_log]]\nname = \"q\"\n";
+        let text =
+            format!("{base}agent_aliases = {{ \"PJSIP/1001\" = \"Alice\", \"Local/1002@agents/n\" = \"Bob\" }}\n");
+        let config = Config::from_toml(&text).expect("parses");
+        config.validate().expect("valid");
+        let aliases = config.sources.queue_log[0].mapper_config("k").expect("valid").agent_aliases;
+        assert_eq!(aliases.len(), 2);
+        assert_eq!(aliases.resolve("PJSIP/1001"), "Alice");
+        assert_eq!(aliases.resolve("pjsip/1001"), "pjsip/1001");
+        // The commented example of deploy/agent.toml is valid as written.
+        let example = include_str!("../../../deploy/agent.toml")
+            .lines()
+            .find_map(|l| l.strip_prefix("# agent_aliases = "))
+            .expect("deploy/agent.toml shows an agent_aliases example");
+        let config = Config::from_toml(&format!("{base}agent_aliases = {example}\n")).expect("example parses");
+        config.validate().expect("example is valid");
+        assert!(!config.sources.queue_log[0].agent_aliases.is_empty());
+        let cases = [
+            (
+                "agent_aliases = { \"PJSIP/1001\" = \"Alice\", \"Alice\" = \"Alice Martin\" }",
+                "sources.queue_log[0].agent_aliases.\"PJSIP/1001\": agent alias \"PJSIP/1001\" maps to \"Alice\", which is itself aliased",
+            ),
+            ("agent_aliases = { \"PJSIP/1001\" = \"\" }", "sources.queue_log[0].agent_aliases.\"PJSIP/1001\""),
+            (
+                "agent_aliases = { \"\" = \"Alice\" }",
+                "sources.queue_log[0].agent_aliases.\"\": agent alias with an empty",
+            ),
+            ("agent_aliases = { \"NONE\" = \"Alice\" }", "sources.queue_log[0].agent_aliases.\"NONE\""),
+            ("agent_aliases = { \"PJSIP/1001\" = 1001 }", "invalid type"),
+        ];
+        for (line, needle) in cases {
+            let text = format!("{base}{line}\n");
+            let err = Config::from_toml(&text).and_then(|c| c.validate()).expect_err(&text);
+            assert!(err.to_string().contains(needle), "{text}\n-> {err} (expected {needle})");
         }
     }
 

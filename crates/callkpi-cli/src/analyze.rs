@@ -17,7 +17,7 @@ use callkpi_core::{Engine, EngineConfig, Report};
 use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig};
 use callkpi_feeds::esl::EslMapper;
 use callkpi_feeds::hep::capture;
-use callkpi_feeds::queue_log::{QueueLogConfig, QueueLogMapper};
+use callkpi_feeds::queue_log::{AgentAliases, QueueLogConfig, QueueLogMapper};
 use callkpi_feeds::sip::{AgentEntry, QueueEntry, SipTracker, SipTrackerConfig};
 use callkpi_feeds::{CaptureTime, FeedEvent, Unparsed};
 use clap::{Args, ValueEnum};
@@ -49,6 +49,48 @@ pub struct AnalyzeArgs {
     /// Time zone of datetimes in a CSV queue_log export that carry no offset.
     #[arg(long = "queue-log-tz", default_value = "UTC")]
     pub queue_log_tz: String,
+    /// How queue_log agent names are read.
+    #[command(flatten)]
+    pub queue_log: QueueLogOptions,
+}
+
+/// queue_log options beyond the time zone, as the agent's
+/// `[[sources.queue_log]]` has them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct QueueLogOptions {
+    /// Report the queue_log agent LOGGED as REPORTED (exact, case-sensitive),
+    /// as `agent_aliases` in the agent's config; repeatable. For
+    /// `log_membername_as_agent = no` (Asterisk's default), where ADDMEMBER
+    /// and REMOVEMEMBER name the interface: --agent-alias PJSIP/1001=Alice.
+    #[arg(long = "agent-alias", value_name = "LOGGED=REPORTED", value_parser = parse_agent_alias)]
+    pub agent_aliases: Vec<(String, String)>,
+}
+
+impl QueueLogOptions {
+    /// The checked alias map.
+    ///
+    /// # Errors
+    /// [`UsageError`] on a logged name given twice, an empty or `NONE` name,
+    /// or a chain.
+    pub fn aliases(&self) -> Result<AgentAliases, UsageError> {
+        let mut seen = BTreeMap::new();
+        for (logged, reported) in &self.agent_aliases {
+            if let Some(other) = seen.insert(logged, reported)
+                && other != reported
+            {
+                return Err(UsageError(format!("--agent-alias {logged:?} given twice ({other:?} and {reported:?})")));
+            }
+        }
+        AgentAliases::new(self.agent_aliases.iter().cloned()).map_err(|e| UsageError(format!("--agent-alias: {e}")))
+    }
+}
+
+/// `LOGGED=REPORTED`, split at the first `=`.
+fn parse_agent_alias(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((logged, reported)) => Ok((logged.to_owned(), reported.to_owned())),
+        None => Err(format!("{s:?} is not LOGGED=REPORTED")),
+    }
 }
 
 /// `--hep` inputs and the site knowledge SIP does not carry.
@@ -221,6 +263,7 @@ pub fn params(a: &ReportOptions) -> Result<KpiParams, UsageError> {
 /// When no input is given, a file cannot be read, or an option is invalid.
 pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
     let params = params(&a.report)?;
+    let agent_aliases = a.queue_log.aliases()?;
     if a.queue_logs.is_empty() && a.amis.is_empty() && a.esls.is_empty() && a.hep.heps.is_empty() {
         return Err(UsageError(
             "give at least one input: --queue-log PATH, --ami PATH, --esl PATH or --hep PATH".into(),
@@ -239,8 +282,11 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {kind} input {}", path.display()))?;
         let (events, source, file_unparsed) = match kind {
             "queue_log" => {
-                let mut m =
-                    QueueLogMapper::new(QueueLogConfig { time_zone: ql_tz.clone(), ..QueueLogConfig::default() });
+                let mut m = QueueLogMapper::new(QueueLogConfig {
+                    time_zone: ql_tz.clone(),
+                    agent_aliases: agent_aliases.clone(),
+                    ..QueueLogConfig::default()
+                });
                 let ev = m.map_all(&bytes);
                 if let Some(bad) = m.last_malformed() {
                     tracing::warn!(path = %path.display(), ?bad, count = m.unparsed().malformed, "Skipped malformed queue_log records.");
@@ -364,4 +410,68 @@ pub fn ingest_all(engine: &mut Engine, events: Vec<FeedEvent>, agent_id: &str, s
 pub fn main(a: &AnalyzeArgs) -> anyhow::Result<()> {
     let out = run(a)?;
     output::write(&out, a.report.format, &mut std::io::stdout().lock())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        analyze: AnalyzeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<AnalyzeArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("analyze").chain(args.iter().copied())).map(|c| c.analyze)
+    }
+
+    /// The default `log_membername_as_agent = no` form: login under the
+    /// interface, the call under the member name.
+    const LOG: &str = "\
+1795356000|MANAGER|support|PJSIP/1001|ADDMEMBER|
+1795356060|1795356060.1|support|NONE|ENTERQUEUE||0612345678|1
+1795356065|1795356060.1|support|Alice|CONNECT|5|1795356065.2|3
+1795356365|1795356060.1|support|Alice|COMPLETECALLER|5|300|1
+1795359600|MANAGER|support|PJSIP/1001|REMOVEMEMBER|
+";
+
+    fn agents(c: &AnalyzeArgs) -> BTreeMap<String, (u64, f64)> {
+        let out = run(c).expect("runs");
+        let rows = out.rows.into_iter();
+        rows.filter_map(|r| Some((r.group.get("agent")?.clone()?, (r.kpis.handled, r.kpis.logged_in_s)))).collect()
+    }
+
+    #[test]
+    fn agent_alias_flags_reach_the_queue_log_mapper() {
+        let path = std::env::temp_dir().join(format!("callkpi-analyze-alias-{}.log", std::process::id()));
+        std::fs::write(&path, LOG).expect("write");
+        let file = path.to_str().expect("utf-8 path");
+        let base = ["--queue-log", file, "--by", "agent", "--interval", "all"];
+        let plain = agents(&parse(&base).expect("parses"));
+        let with = [&base[..], &["--agent-alias", "PJSIP/1001=Alice", "--agent-alias", "PJSIP/1002=Bob"]].concat();
+        let aliased = agents(&parse(&with).expect("parses"));
+        std::fs::remove_file(&path).ok();
+        assert_eq!(plain.len(), 2, "{plain:?}");
+        assert_eq!(plain["PJSIP/1001"], (0, 3600.0));
+        assert_eq!(aliased.len(), 1, "{aliased:?}");
+        assert_eq!(aliased["Alice"], (1, 3600.0));
+    }
+
+    #[test]
+    fn bad_agent_aliases_are_usage_errors() {
+        assert!(parse(&["--queue-log", "x", "--agent-alias", "PJSIP/1001"]).is_err(), "no '='");
+        let aliases = |args: &[&str]| parse(args).expect("parses").queue_log.aliases();
+        let err = aliases(&["--agent-alias", "PJSIP/1001=Alice", "--agent-alias", "Alice=Alice Martin"]).unwrap_err();
+        assert!(err.0.contains("itself aliased"), "{err}");
+        let err = aliases(&["--agent-alias", "PJSIP/1001=Alice", "--agent-alias", "PJSIP/1001=Bob"]).unwrap_err();
+        assert!(err.0.contains("given twice"), "{err}");
+        assert!(aliases(&["--agent-alias", "=Alice"]).is_err());
+        assert!(aliases(&["--agent-alias", "PJSIP/1001="]).is_err());
+        // The same pair twice is harmless; `=` after the first is in the name.
+        let ok = aliases(&["--agent-alias", "A=B", "--agent-alias", "A=B", "--agent-alias", "C=D=E"]).expect("valid");
+        assert_eq!((ok.len(), ok.resolve("C")), (2, "D=E"));
+    }
 }

@@ -56,6 +56,7 @@ fn analyze(feed: Feed, by: Vec<GroupBy>, formula: SlFormulaArg) -> AnalyzeOutput
         },
         site: "run-a".into(),
         queue_log_tz: "UTC".into(),
+        queue_log: Default::default(),
     };
     run(&args).unwrap()
 }

@@ -80,7 +80,7 @@
 //! | `AGENTDUMP` | - | `OfferMissed { Rejected, reported_ring_ms: None }` |
 //! | `BLINDTRANSFER`, `TRANSFER` | extension\|context\|holdtime\|calltime\|origposition | `Transfer { Blind, target: "extension@context", reported_talk_ms: calltime }` |
 //! | `ATTENDEDTRANSFER` | method\|key...\|holdtime\|calltime\|origposition | `Transfer { Attended, target: "method:key", reported_talk_ms: calltime }` |
-//! | `ADDMEMBER` / `REMOVEMEMBER` | (interface) | `AgentState { Login / Logout, queue: Some }` |
+//! | `ADDMEMBER` / `REMOVEMEMBER` | empty, or `PAUSED` for a member added paused (Asterisk releases of 20, 21 and 22 from early 2025 on) | `AgentState { Login / Logout, queue: Some }`; added paused: `Paused`, which logs in too |
 //! | `AGENTLOGIN`, `AGENTCALLBACKLOGIN` | channel | `AgentState { Login, queue unless NONE }` |
 //! | `AGENTLOGOFF`, `AGENTCALLBACKLOGOFF` | channel\|logintime | `AgentState { Logout, queue unless NONE }` |
 //! | `PAUSE` / `PAUSEALL` | reason | `AgentState { Paused { reason } }`, queue `None` for `PAUSEALL` |
@@ -89,6 +89,20 @@
 //! | `DID` | DID | `CallOffered { Inbound, caller: "", called: DID, trunk: None }` |
 //! | `SYSCOMPAT` | - | `QueueLeave { Unspecified }`: the call was dropped after an agent answered (incompatible channels) |
 //! | `CONFIGRELOAD`, `INFO` | - | none: known and informational, not counted |
+//!
+//! # Agent aliases
+//!
+//! With `log_membername_as_agent = no` in queues.conf (Asterisk's default),
+//! `AddQueueMember` and `RemoveQueueMember` log `ADDMEMBER`/`REMOVEMEMBER`
+//! under the member's **interface** (`PJSIP/1001`), while every other record
+//! of that member (`CONNECT`, `COMPLETE*`, `RINGNOANSWER`, `PAUSE`...) names
+//! its **member name** (`Alice`): one person becomes two agents, one logged
+//! in and idle, the other working without a login. Nothing in the file links
+//! the two names, so [`QueueLogConfig::agent_aliases`] lets the admin say so:
+//! an exact, case-sensitive map from the name as logged to the name reported,
+//! applied to the agent field of every record before it is mapped. Names are
+//! never guessed from interfaces (`Local/1001@agents/n` or `PJSIP/1001` and
+//! `Alice` share nothing a program could safely match).
 //!
 //! The method of `ATTENDEDTRANSFER` is `BRIDGE` (key: the bridge id), `APP`
 //! (key: the application) or `LINK` (key: the two channels, `|`-joined), so
@@ -364,11 +378,117 @@ pub struct QueueLogConfig {
     pub time_zone: TimeZone,
     /// The input form; `None` (default) detects it from the first line.
     pub form: Option<InputForm>,
+    /// Agent names as logged mapped to the names reported (see "Agent
+    /// aliases" above). Empty by default.
+    pub agent_aliases: AgentAliases,
 }
 
 impl Default for QueueLogConfig {
     fn default() -> Self {
-        Self { time_zone: TimeZone::UTC, form: None }
+        Self { time_zone: TimeZone::UTC, form: None, agent_aliases: AgentAliases::default() }
+    }
+}
+
+/// A checked map `agent name as logged -> agent name reported`.
+///
+/// Exact and case-sensitive: queue_log holds each name exactly as it was
+/// configured or given to `AddQueueMember`. Built by
+/// [`AgentAliases::new`], which refuses maps that cannot mean what the admin
+/// wants: an empty or `NONE` name, or a chain (`a -> b` with `b -> c`), whose
+/// result would depend on how often the map is applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentAliases(HashMap<String, String>);
+
+/// Why an alias map is refused; `logged` is the key of the faulty entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAliasError {
+    /// An empty name, as logged or as reported.
+    EmptyName {
+        /// The key of the entry (empty when the key itself is empty).
+        logged: String,
+    },
+    /// `NONE`, which queue_log writes for "no agent", as logged or as reported.
+    NoneName {
+        /// The key of the entry.
+        logged: String,
+    },
+    /// The reported name is itself a logged name of the map.
+    Chain {
+        /// The key of the entry.
+        logged: String,
+        /// Its reported name, also a key.
+        reported: String,
+    },
+}
+
+impl AgentAliasError {
+    /// The logged name (map key) the error is about.
+    pub fn logged(&self) -> &str {
+        match self {
+            Self::EmptyName { logged } | Self::NoneName { logged } | Self::Chain { logged, .. } => logged,
+        }
+    }
+}
+
+impl fmt::Display for AgentAliasError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyName { logged } if logged.is_empty() => f.write_str("agent alias with an empty logged name"),
+            Self::EmptyName { logged } => write!(f, "agent alias {logged:?} maps to an empty name"),
+            Self::NoneName { logged } => {
+                write!(f, "agent alias {logged:?}: NONE means \"no agent\" in queue_log and cannot be aliased")
+            }
+            Self::Chain { logged, reported } if logged == reported => {
+                write!(f, "agent alias {logged:?} maps to itself")
+            }
+            Self::Chain { logged, reported } => write!(
+                f,
+                "agent alias {logged:?} maps to {reported:?}, which is itself aliased: \
+                 map {logged:?} to the final name"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AgentAliasError {}
+
+impl AgentAliases {
+    /// Checks and builds an alias map.
+    ///
+    /// # Errors
+    /// The first faulty entry in key order (see [`AgentAliasError`]).
+    pub fn new(map: impl IntoIterator<Item = (String, String)>) -> Result<Self, AgentAliasError> {
+        let map: HashMap<String, String> = map.into_iter().collect();
+        let mut keys: Vec<&String> = map.keys().collect();
+        keys.sort_unstable();
+        for logged in keys {
+            let reported = &map[logged];
+            if logged.is_empty() || reported.is_empty() {
+                return Err(AgentAliasError::EmptyName { logged: logged.clone() });
+            }
+            if logged == NONE || reported == NONE {
+                return Err(AgentAliasError::NoneName { logged: logged.clone() });
+            }
+            if map.contains_key(reported) {
+                return Err(AgentAliasError::Chain { logged: logged.clone(), reported: reported.clone() });
+            }
+        }
+        Ok(Self(map))
+    }
+
+    /// The name to report for an agent logged as `logged`.
+    pub fn resolve<'a>(&'a self, logged: &'a str) -> &'a str {
+        self.0.get(logged).map_or(logged, String::as_str)
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of aliases.
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -747,6 +867,16 @@ impl QueueLogMapper {
     }
 
     fn map(&mut self, rec: &QueueLogRecord<'_>, pos: usize, events: &mut Vec<FeedEvent>) {
+        // Aliasing the record's agent field, before any verb looks at it,
+        // renames the agent in every event the verb makes.
+        let aliased;
+        let rec = match self.config.agent_aliases.0.get(rec.agent) {
+            Some(reported) => {
+                aliased = QueueLogRecord { agent: reported.as_str(), ..*rec };
+                &aliased
+            }
+            None => rec,
+        };
         match map_record(rec, &mut self.outdials) {
             Mapped::Event { kind, leg_id, call_scoped } => events.push(FeedEvent {
                 call_id: if call_scoped { none_empty(rec.call_id).to_owned() } else { String::new() },
@@ -907,6 +1037,10 @@ fn map_record(rec: &QueueLogRecord<'_>, outdials: &mut HashMap<String, (String, 
                 reported_talk_ms: talk,
             })
         }
+        // A member added paused (AMI QueueAdd with `Paused: true`, or the
+        // dialplan's equivalent) is logged in but takes no calls: counting it as
+        // available would inflate available time until its first UNPAUSE.
+        "ADDMEMBER" if d(0) == "PAUSED" => agent_state(AgentState::Paused { reason: String::new() }, opt(rec.queue)),
         "ADDMEMBER" => agent_state(AgentState::Login, opt(rec.queue)),
         "REMOVEMEMBER" => agent_state(AgentState::Logout, opt(rec.queue)),
         "AGENTLOGIN" | "AGENTCALLBACKLOGIN" => agent_state(AgentState::Login, opt(rec.queue)),
@@ -1257,6 +1391,7 @@ mod tests {
         let paused = |reason: &str| AgentState::Paused { reason: reason.into() };
         let cases = [
             ("MANAGER|support|Carla Jiménez|ADDMEMBER|", agent_state(Some("support"), AgentState::Login)),
+            ("MANAGER|support|Carla Jiménez|ADDMEMBER|PAUSED", agent_state(Some("support"), paused(""))),
             ("MANAGER|support|Carla Jiménez|REMOVEMEMBER|", agent_state(Some("support"), AgentState::Logout)),
             ("NONE|NONE|Carla Jiménez|AGENTLOGIN|Local/1003@agents", agent_state(None, AgentState::Login)),
             (
@@ -1278,6 +1413,89 @@ mod tests {
         let (events, m) = map("1|NONE|support|NONE|PAUSE|x\n");
         assert!(events.is_empty());
         assert_eq!(m.unparsed().malformed, 1);
+    }
+
+    fn aliases(pairs: &[(&str, &str)]) -> Result<AgentAliases, AgentAliasError> {
+        AgentAliases::new(pairs.iter().map(|&(a, b)| (a.to_owned(), b.to_owned())))
+    }
+
+    /// The agent field of each event, in order (`None`: the event has none).
+    fn agents_of(events: &[FeedEvent]) -> Vec<Option<String>> {
+        events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::AgentState { agent, .. }
+                | EventKind::Answered { agent, .. }
+                | EventKind::OfferMissed { agent, .. }
+                | EventKind::WrapUpStart { agent, .. }
+                | EventKind::WrapUpEnd { agent, .. } => Some(agent.clone()),
+                EventKind::Hangup { agent, .. }
+                | EventKind::Transfer { agent, .. }
+                | EventKind::SurveyAnswer { agent, .. }
+                | EventKind::Disposition { agent, .. }
+                | EventKind::DialResult { agent, .. } => agent.clone(),
+                EventKind::CallOffered { caller, .. } => Some(caller.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn agent_aliases_rename_the_agent_of_every_verb_exactly() {
+        let input = "\
+1|MANAGER|support|PJSIP/1001|ADDMEMBER|
+2|NONE|support|Alice|PAUSE|lunch
+3|NONE|NONE|PJSIP/1001|PAUSEALL|
+4|c1|support|PJSIP/1001|RINGNOANSWER|15000
+5|c1|support|PJSIP/1001|CONNECT|4|c2|3
+6|c1|support|PJSIP/1001|COMPLETECALLER|4|60|1
+7|c1|support|PJSIP/1001|SURVEY|5|csat
+8|c1|support|PJSIP/1001|DISPOSITION|sale|1
+9|c1|support|PJSIP/1001|WRAPUPSTART|
+10|c3|NONE|PJSIP/1001|OUTDIAL|0612345678|trunk1
+11|c3|NONE|PJSIP/1001|OUTRESULT|BUSY|17
+12|c1|support|pjsip/1001|CONNECT|4|c2|3
+13|MANAGER|support|PJSIP/1001|REMOVEMEMBER|
+";
+        let plain = QueueLogMapper::new(QueueLogConfig::default()).map_all(input.as_bytes());
+        let config =
+            QueueLogConfig { agent_aliases: aliases(&[("PJSIP/1001", "Alice")]).expect("valid"), ..Default::default() };
+        let mut m = QueueLogMapper::new(config);
+        let aliased = m.map_all(input.as_bytes());
+        assert_eq!(m.unparsed(), &Unparsed::default());
+        let a = || Some("Alice".to_owned());
+        // Exact and case-sensitive: `pjsip/1001` is another logged name.
+        let expected = [a(), a(), a(), a(), a(), a(), a(), a(), a(), a(), a(), s("pjsip/1001"), a()];
+        assert_eq!(agents_of(&aliased), expected);
+        // Only the agent changes: same events otherwise.
+        assert_eq!(plain.len(), aliased.len());
+        assert_eq!(agents_of(&plain)[0], s("PJSIP/1001"));
+        assert_eq!(agents_of(&plain)[1], a());
+        for (p, q) in plain.iter().zip(&aliased) {
+            assert_eq!((&p.call_id, &p.leg_id, p.source_time), (&q.call_id, &q.leg_id, q.source_time));
+        }
+        // The CSV form goes through the same path.
+        let csv = "time,callid,queuename,agent,event,data1\n1,MANAGER,support,PJSIP/1001,ADDMEMBER,\n";
+        let config =
+            QueueLogConfig { agent_aliases: aliases(&[("PJSIP/1001", "Alice")]).expect("valid"), ..Default::default() };
+        assert_eq!(agents_of(&QueueLogMapper::new(config).map_all(csv.as_bytes())), [a()]);
+    }
+
+    #[test]
+    fn agent_alias_maps_are_checked() {
+        let ok = aliases(&[("PJSIP/1001", "Alice"), ("Local/1002@agents/n", "Bob"), ("PJSIP/1003", "Alice")])
+            .expect("two interfaces may name one person");
+        assert_eq!((ok.len(), ok.resolve("PJSIP/1003"), ok.resolve("Bob")), (3, "Alice", "Bob"));
+        assert!(AgentAliases::default().is_empty());
+        assert_eq!(aliases(&[("", "Alice")]), Err(AgentAliasError::EmptyName { logged: String::new() }));
+        assert_eq!(aliases(&[("PJSIP/1001", "")]), Err(AgentAliasError::EmptyName { logged: "PJSIP/1001".into() }));
+        assert_eq!(aliases(&[("NONE", "Alice")]), Err(AgentAliasError::NoneName { logged: "NONE".into() }));
+        let chain = aliases(&[("PJSIP/1001", "Alice"), ("Alice", "Alice Martin")]).expect_err("chain");
+        assert_eq!(chain, AgentAliasError::Chain { logged: "PJSIP/1001".into(), reported: "Alice".into() });
+        assert_eq!(chain.logged(), "PJSIP/1001");
+        assert!(chain.to_string().contains("itself aliased"), "{chain}");
+        let own = aliases(&[("Alice", "Alice")]).expect_err("self");
+        assert_eq!(own.to_string(), "agent alias \"Alice\" maps to itself");
     }
 
     #[test]
@@ -1626,7 +1844,7 @@ port\",Bob,ABANDON,1,2,\"12\",,
     #[test]
     fn csv_datetimes_in_europe_paris() {
         let tz = TimeZone::get("Europe/Paris").expect("tzdb");
-        let config = QueueLogConfig { time_zone: tz, form: None };
+        let config = QueueLogConfig { time_zone: tz, ..QueueLogConfig::default() };
         let input = "time,callid,queuename,agent,event,data1,data2,data3\n\
 2026-01-15 09:00:00,a,q,NONE,ABANDON,1,1,5\n\
 2026-07-15 09:00:00.5,b,q,NONE,ABANDON,1,1,5\n\

@@ -239,10 +239,12 @@ enum AtEof {
 }
 
 impl<S: EventSink> QueueLogSource<S> {
-    /// A source reading `config.path` into `sink`.
+    /// A source reading `config.path` into `sink`, its agent names passed
+    /// through `config.agent_aliases`.
     ///
     /// # Errors
-    /// When `config.time_zone` is unknown (rejected by config validation first).
+    /// When `config.time_zone` is unknown or `config.agent_aliases` invalid
+    /// (both rejected by config validation first).
     pub fn new(
         config: &QueueLogSourceConfig,
         sink: S,

@@ -918,6 +918,44 @@ mod tests {
         assert_eq!(parse_timestamp(b"99999999999999999999"), None);
     }
 
+    /// The AMI counterpart of queue_log's `log_membername_as_agent` split:
+    /// presence and call events all name the member `MemberName`, and an
+    /// event naming only the interface gets the name learnt for it, so one
+    /// person is one agent whatever queues.conf says.
+    #[test]
+    fn presence_and_calls_name_the_member_not_the_interface() {
+        let member = "Queue: support\r\nInterface: PJSIP/1001\r\nMemberName: Alice\r\nStateInterface: PJSIP/1001\r\n";
+        let call = "Uniqueid: 1.1\r\nLinkedid: 1.1\r\nDestUniqueid: 1.2\r\n";
+        let events = [
+            format!("Event: QueueMemberAdded\r\n{member}Membership: dynamic\r\nPaused: 0\r\n"),
+            format!("Event: QueueMemberPause\r\n{member}Paused: 1\r\nPausedReason: lunch\r\n"),
+            format!("Event: QueueMemberPause\r\n{member}Paused: 0\r\n"),
+            format!("Event: AgentCalled\r\n{call}{member}"),
+            format!("Event: AgentConnect\r\n{call}{member}HoldTime: 5\r\nRingTime: 3\r\n"),
+            format!("Event: AgentComplete\r\n{call}{member}HoldTime: 5\r\nTalkTime: 60\r\nReason: caller\r\n"),
+            // Asterisk 1.8-11 pause event naming only the interface.
+            "Event: QueueMemberPaused\r\nQueue: support\r\nLocation: PJSIP/1001\r\nPaused: 1\r\n".to_owned(),
+            format!("Event: QueueMemberRemoved\r\n{member}"),
+        ];
+        let mut m = AmiMapper::new(AmiMapperConfig::default());
+        let mut out = Vec::new();
+        for e in &events {
+            m.map_bytes(format!("{e}\r\n").as_bytes(), &mut out);
+        }
+        let agents: Vec<&str> = out
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::AgentState { agent, .. }
+                | EventKind::Ringing { agent, .. }
+                | EventKind::Answered { agent, .. } => Some(agent.as_str()),
+                EventKind::Hangup { agent, .. } => agent.as_deref(),
+                _ => None,
+            })
+            .collect();
+        // Login, pause, unpause, ringing, answered, hang-up, pause, logout.
+        assert_eq!(agents, ["Alice"; 8]);
+    }
+
     #[test]
     fn channel_and_interface_keys() {
         assert_eq!(interface_key("Local/1001@agents/n"), "Local/1001@agents");
