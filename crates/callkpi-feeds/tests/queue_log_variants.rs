@@ -142,6 +142,28 @@ fn overflow_to_a_second_queue_counts_in_both() {
     close(sales.aht_s, 60.0);
 }
 
+/// The same overflow within one second, as the dialplan usually does it:
+/// the second queue's entry shares the first one's exit instant, and
+/// same-instant events are replayed entry-first. Each visit must still keep
+/// its own outcome.
+#[test]
+fn overflow_within_the_same_second_keeps_both_visits_apart() {
+    let log = "\
+{T+0}|c1|support|NONE|ENTERQUEUE||0611111111|1
+{T+30}|c1|support|NONE|EXITWITHTIMEOUT|1|1|30
+{T+30}|c1|sales|NONE|ENTERQUEUE||0611111111|1
+{T+30}|c1|sales|Dmitri|CONNECT|0|c1-m|0
+{T+90}|c1|sales|Dmitri|COMPLETEAGENT|0|60|1
+";
+    let support = row(log, &[GroupBy::Queue], Some("support"));
+    assert_eq!((support.entered, support.offered, support.answered, support.abandoned), (1, 1, 0, 0));
+    assert_eq!(support.timed_out, 1);
+    let sales = row(log, &[GroupBy::Queue], Some("sales"));
+    assert_eq!((sales.entered, sales.answered, sales.handled), (1, 1, 1));
+    close(sales.asa_s, 0.0);
+    close(sales.aht_s, 60.0);
+}
+
 /// Several members ring out (RINGNOANSWER, ringtime in **ms**) before a
 /// third answers (CONNECT holdtime in s, ringtime in s): the wait includes
 /// the ring time, the missed offers are the ringing agents' KPI only.
@@ -188,6 +210,31 @@ fn blind_transfer_into_another_queue() {
     close(billing.asa_s, 20.0);
     close(billing.aht_s, 60.0);
     // The case went from Alice to Bob: not resolved at first contact.
+    let all = row(log, &[], None);
+    assert_eq!(all.fcr_contacts, 1);
+    close(all.fcr_pct, 0.0);
+}
+
+/// The same blind transfer with the second queue's entry in the transfer's
+/// second (the usual case: the transfer is immediate): the entry replays
+/// before the transfer, and neither visit nor segment may take the other's.
+#[test]
+fn blind_transfer_into_another_queue_within_the_same_second() {
+    let log = "\
+{T+0}|c1|support|NONE|ENTERQUEUE||0633333333|1
+{T+10}|c1|support|Alice|CONNECT|10|c1-a|2
+{T+100}|c1|support|Alice|BLINDTRANSFER|700|from-queue|10|90|1
+{T+100}|c1|billing|NONE|ENTERQUEUE||0633333333|1
+{T+120}|c1|billing|Bob|CONNECT|20|c1-b|3
+{T+180}|c1|billing|Bob|COMPLETECALLER|20|60|1
+";
+    let support = row(log, &[GroupBy::Queue], Some("support"));
+    assert_eq!((support.handled, support.transfers, support.transfers_blind), (1, 1, 1));
+    close(support.aht_s, 90.0);
+    let billing = row(log, &[GroupBy::Queue], Some("billing"));
+    assert_eq!((billing.entered, billing.answered, billing.handled), (1, 1, 1));
+    close(billing.asa_s, 20.0);
+    close(billing.aht_s, 60.0);
     let all = row(log, &[], None);
     assert_eq!(all.fcr_contacts, 1);
     close(all.fcr_pct, 0.0);
