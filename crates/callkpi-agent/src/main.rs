@@ -84,7 +84,41 @@ fn load_config(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Makes glibc's malloc hand memory back instead of keeping it.
+///
+/// A spool filled fast (a queue_log read after an outage, a burst) frees
+/// most of what it allocated, but with glibc's defaults (one arena per
+/// thread: sled's 7 I/O threads plus tokio's workers, and an mmap threshold
+/// that rises to 32 MiB after the first large free) that memory stays
+/// in the process: 68 MiB anonymous after 2.4 M events written in one go
+/// against 35 MiB with one arena and fixed 128 KiB mmap and trim thresholds.
+/// The agent's allocations are not contended enough for one arena to cost
+/// throughput. `MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_` and
+/// `MALLOC_TRIM_THRESHOLD_` in the environment still win.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn tune_malloc() {
+    let settings = [
+        ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 1),
+        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 128 * 1024),
+        ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 128 * 1024),
+    ];
+    for (env, param, value) in settings {
+        if std::env::var_os(env).is_none() {
+            // SAFETY: mallopt only changes allocator parameters; it is called
+            // before any other thread exists.
+            unsafe {
+                libc::mallopt(param, value);
+            }
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_malloc() {}
+
 fn main() -> ExitCode {
+    tune_malloc();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match load_config(&config) {
