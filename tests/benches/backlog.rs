@@ -26,8 +26,20 @@
 //!    `ingest` bench, on a fresh aggregator: 10 direct clients (the figure
 //!    of that bench) and 1 direct client (one stream, as the drain is).
 //!
+//! Every RSS figure is split as `/proc/<pid>/status` reports it: RssAnon
+//! (heap, stacks, sled's page cache) and RssFile (pages of the binary and
+//! its shared libraries that are mapped in; they depend on how the binary
+//! was built, not on the backlog).
+//!
 //! `cargo bench -p callkpi-tests --bench backlog`; knobs:
-//! `BENCH_BACKLOG_EVENTS` (default 1000000), `BENCH_BACKLOG_SECS` (180).
+//! `BENCH_BACKLOG_EVENTS` (default 1000000), `BENCH_BACKLOG_SECS` (180),
+//! `BENCH_AGENT_BIN` (the agent executable to measure, default the release
+//! build's `callkpi-agent`; e.g. the shipped
+//! `target/x86_64-unknown-linux-gnu/dist/callkpi-agent`; the aggregator is
+//! always the release build), `BENCH_SPOOL_CACHE_BYTES` (writes
+//! `[spool] cache_bytes` into the agent's config; unset: the default).
+//! The agent inherits the bench's environment, so `CALLKPI_WORKER_THREADS`
+//! or `MALLOC_ARENA_MAX` set for the bench apply to it.
 
 #![allow(clippy::print_stdout, missing_docs)]
 
@@ -56,7 +68,7 @@ backoff_max_ms = 1000
 
 [spool]
 path = "{spool}"
-
+{cache}
 [metrics]
 listen = "127.0.0.1:{http}"
 
@@ -66,6 +78,8 @@ path = "{ql}"
 "#,
         token = token_of(AGENT),
         spool = dir.join(format!("{name}-spool")).display(),
+        cache =
+            std::env::var("BENCH_SPOOL_CACHE_BYTES").map_or_else(|_| String::new(), |b| format!("cache_bytes = {b}\n")),
         ql = queue_log.display(),
     );
     let path = dir.join(format!("{name}.toml"));
@@ -73,12 +87,8 @@ path = "{ql}"
     path
 }
 
-fn start_agent(bins: &Path, dir: &Path, name: &str, cfg: &Path, http: u16) -> Proc {
-    let p = Proc::start(
-        &bins.join("callkpi-agent"),
-        &["run", "--config", cfg.to_str().expect("utf-8")],
-        &dir.join(format!("{name}.log")),
-    );
+fn start_agent(bin: &Path, dir: &Path, name: &str, cfg: &Path, http: u16) -> Proc {
+    let p = Proc::start(bin, &["run", "--config", cfg.to_str().expect("utf-8")], &dir.join(format!("{name}.log")));
     if eventually(Duration::from_secs(60), || agent_metric(http, "callkpi_spool_depth_events")).is_none() {
         panic!("agent did not come up:\n{}", p.log_tail());
     }
@@ -89,12 +99,38 @@ fn agent_metric(http: u16, name: &str) -> Option<f64> {
     http_get(http, "/metrics").and_then(|t| metric(&t, name))
 }
 
-/// VmRSS/VmHWM every 250 ms for `d`, KiB.
-fn sample(pid: u32, d: Duration) -> Vec<(u64, u64)> {
+/// One reading of `/proc/<pid>/status`, KiB (threads: a count).
+#[derive(Clone, Copy, Default)]
+struct Mem {
+    rss: u64,
+    hwm: u64,
+    anon: u64,
+    file: u64,
+    threads: u64,
+}
+
+fn mem(pid: u32) -> Option<Mem> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some(Mem {
+        rss: field("VmRSS:")?,
+        hwm: field("VmHWM:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")?,
+        threads: field("Threads:")?,
+    })
+}
+
+/// `/proc/<pid>/status` every 250 ms for `d`.
+fn sample(pid: u32, d: Duration) -> Vec<Mem> {
     let end = Instant::now() + d;
     let mut v = Vec::new();
     while Instant::now() < end {
-        if let Some(s) = rss_kib(pid) {
+        if let Some(s) = mem(pid) {
             v.push(s);
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -102,18 +138,45 @@ fn sample(pid: u32, d: Duration) -> Vec<(u64, u64)> {
     v
 }
 
+/// VmRSS median and max, VmHWM, and the medians of RssAnon and RssFile
+/// (KiB), plus the most threads seen.
 struct Rss {
     median: f64,
     max: u64,
     hwm: u64,
+    anon: f64,
+    anon_max: u64,
+    file: f64,
+    threads: u64,
 }
 
-fn summarize(samples: &[(u64, u64)]) -> Rss {
-    let mut rss: Vec<f64> = samples.iter().map(|s| s.0 as f64).collect();
+fn summarize(samples: &[Mem]) -> Rss {
+    let med = |f: fn(&Mem) -> u64| median(&mut samples.iter().map(|s| f(s) as f64).collect::<Vec<_>>());
+    let max = |f: fn(&Mem) -> u64| samples.iter().map(f).max().unwrap_or(0);
     Rss {
-        median: median(&mut rss),
-        max: samples.iter().map(|s| s.0).max().unwrap_or(0),
-        hwm: samples.iter().map(|s| s.1).max().unwrap_or(0),
+        median: med(|s| s.rss),
+        max: max(|s| s.rss),
+        hwm: max(|s| s.hwm),
+        anon: med(|s| s.anon),
+        anon_max: max(|s| s.anon),
+        file: med(|s| s.file),
+        threads: max(|s| s.threads),
+    }
+}
+
+impl std::fmt::Display for Rss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VmRSS median {} max {}, VmHWM {}; RssAnon median {} max {}, RssFile median {}; {} threads",
+            mib(self.median),
+            mib(self.max as f64),
+            mib(self.hwm as f64),
+            mib(self.anon),
+            mib(self.anon_max as f64),
+            mib(self.file),
+            self.threads
+        )
     }
 }
 
@@ -165,6 +228,14 @@ fn main() {
     let target = env_or("BENCH_BACKLOG_EVENTS", 1_000_000);
     let build_secs = env_or("BENCH_BACKLOG_SECS", 180);
     let bins = release_bins();
+    let agent_bin = std::env::var_os("BENCH_AGENT_BIN").map_or_else(|| bins.join("callkpi-agent"), PathBuf::from);
+    assert!(agent_bin.exists(), "BENCH_AGENT_BIN: no {}", agent_bin.display());
+    println!(
+        "agent binary: {} ({:.1} MB){}",
+        agent_bin.display(),
+        std::fs::metadata(&agent_bin).map_or(0.0, |m| m.len() as f64 / 1e6),
+        std::env::var("BENCH_SPOOL_CACHE_BYTES").map_or_else(|_| String::new(), |b| format!("; spool cache_bytes {b}"))
+    );
     println!("load average before: {}", loadavg());
     let dir = scratch("callkpi-bench-backlog-");
     let d = dir.path();
@@ -186,7 +257,7 @@ fn main() {
     std::fs::write(&idle_ql, b"").expect("empty queue_log");
     let http = free_port();
     let cfg = agent_config(d, "idle", &idle_ql, grpc, http);
-    let mut agent = start_agent(&bins, d, "idle", &cfg, http);
+    let mut agent = start_agent(&agent_bin, d, "idle", &cfg, http);
     std::thread::sleep(Duration::from_secs(2));
     let idle = summarize(&sample(agent.pid(), Duration::from_secs(10)));
     let before = events_total(http);
@@ -198,18 +269,8 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let fed_empty_rate = (events_total(http) - before) / 15.0;
     assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0), "idle agent stops:\n{}", agent.log_tail());
-    println!(
-        "reference: idle, empty spool: VmRSS median {} max {}, VmHWM {}",
-        mib(idle.median),
-        mib(idle.max as f64),
-        mib(idle.hwm as f64)
-    );
-    println!(
-        "reference: {fed_empty_rate:.0} events/s, empty spool: VmRSS median {} max {}, VmHWM {}",
-        mib(fed_empty.median),
-        mib(fed_empty.max as f64),
-        mib(fed_empty.hwm as f64)
-    );
+    println!("reference: idle, empty spool: {idle}");
+    println!("reference: {fed_empty_rate:.0} events/s, empty spool: {fed_empty}");
 
     // 2. The backlog, spooled by the real agent from a large queue_log.
     let ql = d.join("queue_log");
@@ -225,13 +286,13 @@ fn main() {
     let http = free_port();
     let cfg = agent_config(d, "agent", &ql, grpc, http);
     let started = Instant::now();
-    let mut agent = start_agent(&bins, d, "agent-build", &cfg, http);
+    let mut agent = start_agent(&agent_bin, d, "agent-build", &cfg, http);
     let deadline = started + Duration::from_secs(build_secs);
     let mut build_hwm = 0;
     let mut spooled = 0.0;
     while Instant::now() < deadline {
         spooled = agent_metric(http, "callkpi_spool_last_seq").unwrap_or(spooled);
-        build_hwm = build_hwm.max(rss_kib(agent.pid()).map_or(0, |s| s.1));
+        build_hwm = build_hwm.max(mem(agent.pid()).map_or(0, |s| s.hwm));
         if spooled as u64 >= expected {
             break;
         }
@@ -253,7 +314,7 @@ fn main() {
     std::fs::write(&ql, b"").expect("empty queue_log");
 
     // 3. RSS with the backlog, fed 1 000 events/s.
-    let mut agent = start_agent(&bins, d, "agent", &cfg, http);
+    let mut agent = start_agent(&agent_bin, d, "agent", &cfg, http);
     let backlog = agent_metric(http, "callkpi_spool_depth_events").unwrap_or(0.0) as u64;
     let spool_bytes = agent_metric(http, "callkpi_spool_bytes").unwrap_or(0.0);
     let spool_disk = dir_bytes(&d.join("agent-spool"));
@@ -267,12 +328,9 @@ fn main() {
     let spooled_after = agent_metric(http, "callkpi_spool_depth_events").unwrap_or(0.0) as u64;
     println!(
         "with backlog: {backlog} events ({:.0} MB logical, {:.0} MB on disk), {fed_rate:.0} events/s for 30 s: \
-         VmRSS median {} max {}, VmHWM {}; spool now {spooled_after} events",
+         {fed}; spool now {spooled_after} events",
         spool_bytes / 1e6,
         spool_disk as f64 / 1e6,
-        mib(fed.median),
-        mib(fed.max as f64),
-        mib(fed.hwm as f64)
     );
 
     // 4. Drain.
@@ -287,7 +345,7 @@ fn main() {
     let mut agg_done = None;
     let drain_deadline = Instant::now() + Duration::from_secs(600);
     let drained = loop {
-        drain_hwm = drain_hwm.max(rss_kib(agent.pid()).map_or(0, |s| s.1));
+        drain_hwm = drain_hwm.max(mem(agent.pid()).map_or(0, |s| s.hwm));
         if agg_done.is_none()
             && agg.metric(&format!("callkpi_agent_hwm{{agent=\"{AGENT}\"}}")).is_some_and(|h| h as u64 >= to_drain)
         {
@@ -305,7 +363,10 @@ fn main() {
     let reconnects = agent_metric(http, "callkpi_uplink_reconnects_total").unwrap_or(f64::NAN);
     let last_seq = agent_metric(http, "callkpi_spool_last_seq").unwrap_or(0.0) as u64;
     assert_eq!(agent.terminate(Duration::from_secs(30)), Some(0), "agent stops:\n{}", agent.log_tail());
-    let hwm = agg.metric(&format!("callkpi_agent_hwm{{agent=\"{AGENT}\"}}")).unwrap_or(0.0) as u64;
+    // Retried: right after a large drain the aggregator may be too busy to
+    // answer /metrics within http_get's 2 s.
+    let hwm = eventually(Duration::from_secs(60), || agg.metric(&format!("callkpi_agent_hwm{{agent=\"{AGENT}\"}}")))
+        .unwrap_or(0.0) as u64;
     assert_eq!(hwm, last_seq, "the aggregator holds every event");
     assert_eq!(agg.proc.terminate(Duration::from_secs(30)), Some(0), "aggregator stops:\n{}", agg.proc.log_tail());
     println!(
@@ -343,25 +404,25 @@ fn main() {
     );
 
     println!();
-    println!("| bench | value | reference | ratio |");
+    let cells = |r: &Rss| {
+        format!("{} / {}; {} | {} / {}", mib(r.median), mib(r.max as f64), mib(r.hwm as f64), mib(r.anon), mib(r.file))
+    };
+    println!("| bench | VmRSS median / max; VmHWM | RssAnon / RssFile (medians) | ratio to idle (median) |");
     println!("|---|---|---|---|");
+    println!("| agent idle, empty spool | {} | 1 |", cells(&idle));
     println!(
-        "| agent VmRSS, {backlog}-event backlog, {fed_rate:.0} events/s (median / max; VmHWM) | {} / {}; {} | idle, empty spool: {} / {}; {} | {:.2} (median) |",
-        mib(fed.median),
-        mib(fed.max as f64),
-        mib(fed.hwm as f64),
-        mib(idle.median),
-        mib(idle.max as f64),
-        mib(idle.hwm as f64),
-        fed.median / idle.median
-    );
-    println!(
-        "| agent VmRSS, empty spool, {fed_empty_rate:.0} events/s | {} / {}; {} | same | {:.2} |",
-        mib(fed_empty.median),
-        mib(fed_empty.max as f64),
-        mib(fed_empty.hwm as f64),
+        "| agent, empty spool, {fed_empty_rate:.0} events/s | {} | {:.2} |",
+        cells(&fed_empty),
         fed_empty.median / idle.median
     );
+    println!(
+        "| agent, {backlog}-event backlog, {fed_rate:.0} events/s | {} | {:.2} |",
+        cells(&fed),
+        fed.median / idle.median
+    );
+    println!();
+    println!("| bench | value | reference | ratio |");
+    println!("|---|---|---|---|");
     println!(
         "| drain of {to_drain} events | {}/s ({:.1} s) | 10 direct clients {}/s; 1 direct client {}/s | {:.3}; {:.3} |",
         si(drain_rate),
