@@ -530,6 +530,63 @@ impl<'a> SipMessage<'a> {
         Some(v.split(|&b| b == b';').next().unwrap_or_default().trim_ascii())
     }
 
+    /// The first header named `name` or its compact form (ASCII
+    /// case-insensitive), for headers not indexed at parse time.
+    pub fn header_or_compact(&self, name: &str, compact: u8) -> Option<&'a [u8]> {
+        self.headers().find(|h| h.is(name, Some(compact))).map(|h| h.value)
+    }
+
+    /// `Session-Expires` (`x`, RFC 4028) delta-seconds.
+    pub fn session_expires(&self) -> Option<u32> {
+        let v = self.header_or_compact("Session-Expires", b'x')?;
+        parse_u32(split_once(v, b';').0)
+    }
+
+    /// The Call-ID of the dialog a `Replaces` header (RFC 3891) names.
+    pub fn replaces_call_id(&self) -> Option<&'a [u8]> {
+        let v = self.header("Replaces")?;
+        Some(split_once(v, b';').0.trim_ascii()).filter(|c| !c.is_empty())
+    }
+
+    /// Whether a `Reason: SIP;cause=200` says the call was answered
+    /// elsewhere (RFC 3326 section 2; "Call completed elsewhere").
+    pub fn completed_elsewhere(&self) -> bool {
+        self.reasons().any(|r| r.protocol.eq_ignore_ascii_case(b"SIP") && r.cause == Some(200))
+    }
+
+    /// The message as text again: start line, header lines and body, for a
+    /// caller that must keep it past the input's lifetime.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + self.body.len() + 64);
+        match self.start {
+            StartLine::Request { method, uri } => {
+                out.extend_from_slice(method.as_bytes());
+                out.push(b' ');
+                out.extend_from_slice(uri);
+                out.extend_from_slice(b" SIP/2.0\r\n");
+            }
+            StartLine::Response { code, reason } => {
+                out.extend_from_slice(format!("SIP/2.0 {code} ").as_bytes());
+                out.extend_from_slice(reason);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(self.head);
+        if !self.head.is_empty() && !self.head.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(self.body);
+        out
+    }
+
+    /// The `id` parameter of `Event` (`o`): for `refer`, the CSeq number
+    /// of the REFER a NOTIFY reports on (RFC 3515 section 2.4.6).
+    pub fn event_id(&self) -> Option<&'a [u8]> {
+        let v = self.first(EVENT)?;
+        param(split_once(v, b';').1, "id")
+    }
+
     /// Whether the body is SDP.
     pub fn has_sdp(&self) -> bool {
         !self.body.is_empty() && self.content_type().is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"))

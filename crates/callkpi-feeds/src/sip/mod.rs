@@ -19,14 +19,18 @@
 //! [`referred_by`](SipMessage::referred_by), [`reasons`](SipMessage::reasons),
 //! [`content_type`](SipMessage::content_type),
 //! [`content_length`](SipMessage::content_length),
-//! [`event`](SipMessage::event) and the SDP direction ([`sdp`]) are typed on
-//! access and borrow from the input. Compact forms: `i` Call-ID, `f` From,
-//! `t` To, `v` Via, `m` Contact, `l` Content-Length, `c` Content-Type, `r`
-//! Refer-To, `b` Referred-By, `o` Event. Errors are a `Copy`
+//! [`event`](SipMessage::event),
+//! [`session_expires`](SipMessage::session_expires),
+//! [`replaces_call_id`](SipMessage::replaces_call_id) and the SDP direction
+//! ([`sdp`]) are typed on access and borrow from the input. Compact forms:
+//! `i` Call-ID, `f` From, `t` To, `v` Via, `m` Contact, `l` Content-Length,
+//! `c` Content-Type, `r` Refer-To, `b` Referred-By, `o` Event, `x`
+//! Session-Expires. Errors are a `Copy`
 //! [`SipError`] with the byte offset; nothing panics on any input (fuzzed:
 //! `fuzz/fuzz_targets/sip.rs`). A datagram is one message
 //! ([`SipMessage::parse_datagram`]); a stream is framed by `Content-Length`
-//! ([`SipMessage::parse`]).
+//! ([`SipMessage::parse`]), and so is a HEP payload captured on TCP that
+//! holds several messages.
 //!
 //! # Tracker ([`SipTracker`])
 //!
@@ -47,7 +51,8 @@
 //! second copy finds nothing to do. Three facts place a message:
 //!
 //! - the **caller's transaction**: the bottom Via branch of the initial
-//!   INVITE (every copy of it, forwarded or not, ends with the caller's Via).
+//!   INVITE (every copy of it, forwarded or not, ends with the caller's Via;
+//!   a Via without branch, RFC 2543 style, is told apart by its sent-by).
 //!   A CANCEL whose bottom Via branch is that one comes from the caller; a
 //!   proxy's own CANCEL (to a losing fork, on ring timeout) does not.
 //! - **caller-facing responses**: a response whose top Via branch is the
@@ -62,7 +67,15 @@
 //!   carries), its Contact user, or the dialled number when there is no
 //!   fork, matched against the agent extension rules; an agent network.
 //!   With no agent rule configured every phone is an agent, named by the
-//!   extension it was rung at.
+//!   extension it was rung at. A tagged response after a tagless 18x
+//!   (early media sent before the To-tag was chosen) is the same branch.
+//!   Branches of one agent ringing at once (a desk phone and a softphone on
+//!   one extension) are one offer: one `Ringing`, no miss while another of
+//!   them rings or answered.
+//!
+//! Responses to an INVITE not seen yet (captures merged from two nodes put
+//! a phone's 180 a few ms before the proxy's INVITE) are kept for 2 s of
+//! capture time and replayed after the INVITE; then they are orphans.
 //!
 //! ## Events
 //!
@@ -74,17 +87,19 @@
 //! | first 2xx to the INVITE | `Answered { agent }` | ring time reported; later 2xx (retransmissions, a second fork answering) ignored |
 //! | branch final 486, 600, 603, 403, other 4xx/6xx | `OfferMissed { Rejected }` | ring time from its 18x, else 0 |
 //! | branch final 408, 480, 5xx, 3xx; 487 after a proxy timeout | `OfferMissed { NoAnswer }` | |
-//! | branch 487 after the caller's CANCEL, or after another branch answered | `OfferMissed { Canceled }` | a fork's losers are not abandons |
+//! | branch 487 after the caller's CANCEL, after another branch answered, or after a CANCEL with `Reason: SIP;cause=200` (RFC 3326, "call completed elsewhere") | `OfferMissed { Canceled }` | a fork's losers are not abandons; a fork whose final is never seen rang until the answer (else the call's end) |
+//! | caller-facing final after a CANCEL with `Reason: SIP;cause=200` | `QueueLeave { Unspecified }`, `Hangup { by Unknown }`, cause 26 | the upstream PBX rang agents on parallel legs and one answered: no abandon |
+//! | caller-facing 3xx | nothing yet | the caller may follow it with a new INVITE on the same Call-ID and a higher CSeq (RFC 3261 section 8.1.3.4), which goes on as the same call; if none comes within [`linger_s`](SipTrackerConfig::linger_s): `QueueLeave { Unspecified }`, `Hangup` at the 3xx's time |
 //! | caller-facing final after the caller's CANCEL | `QueueLeave { Abandon }`, `Hangup { by Caller }` | at the final's time (the CANCEL's if it never comes) |
 //! | caller-facing 408, or 487 without the caller's CANCEL | `QueueLeave { Timeout }`, `Hangup` | the proxy's ring-no-answer timeout |
 //! | caller-facing 486, 480, 600, 603 | `QueueLeave { LeaveEmpty }`, `Hangup` | no agent could take the call |
 //! | caller-facing 404, 410, 484, 485, 604 | `QueueLeave { JoinEmpty }`, `Hangup` | nobody behind the number |
-//! | other caller-facing 3xx-6xx | `QueueLeave { Unspecified }`, `Hangup` | 401/407 challenges are not finals: the caller retries with a new CSeq |
+//! | other caller-facing 4xx-6xx | `QueueLeave { Unspecified }`, `Hangup` | 401/407 challenges are not finals: the caller retries with a new CSeq |
 //! | BYE on an answered call | `Hangup { agent, by }` | by: From-tag = the caller's tag → Caller, = the answering branch's → Agent; cause from `Reason: Q.850`, else 16 |
-//! | REFER from the agent, then NOTIFY sipfrag 2xx, or the agent's BYE | `Transfer { Blind, target }` | at the REFER's time; `Attended` when Refer-To carries `Replaces`; target = Refer-To user; no Hangup follows for that agent. A REFER refused (≥ 300, or a NOTIFY sipfrag ≥ 300) ends nothing |
-//! | new INVITE from the transferred caller to the REFER target within [`transfer_window_s`](SipTrackerConfig::transfer_window_s) | its `Ringing`, `Answered`, `Hangup` on the original `call_id` | no new `CallOffered`; `QueueJoin` only if the target is itself a queue number |
-//! | re-INVITE/UPDATE from the agent with SDP `sendonly`, `inactive` or `c=0.0.0.0` | `Hold { agent }` | once per change |
-//! | the same with `sendrecv` (or no attribute) while held | `Resume { agent }` | |
+//! | REFER from the agent, then NOTIFY sipfrag 2xx, or the agent's BYE | `Transfer { Blind, target }` | at the REFER's time; `Attended` when Refer-To carries `Replaces`; target = Refer-To user; no Hangup follows for that agent. A REFER refused (≥ 300, or a NOTIFY sipfrag ≥ 300 whose `Event: refer;id=` is that REFER's CSeq) ends nothing, and the agent may REFER again |
+//! | new INVITE from the transferred caller to the REFER target within [`transfer_window_s`](SipTrackerConfig::transfer_window_s) (blind, or attended: the INVITE with `Replaces`, RFC 3891) | its `Ringing`, `Answered`, `Hangup` on the original `call_id` | no new `CallOffered`; `QueueJoin` only if the target is itself a queue number. An inbound INVITE whose `Replaces` names a tracked dialog continues that dialog's call likewise |
+//! | re-INVITE/UPDATE from the agent with SDP `sendonly`, `inactive` or `c=0.0.0.0` | `Hold { agent }` | once per change, at the request's time, emitted when a 2xx accepts it; a refused offer (491 glare, 488) changes nothing; with no final seen it is taken as accepted at the next change, REFER, BYE or end |
+//! | the same with `sendrecv` (or no attribute) while held | `Resume { agent }` | likewise; a session refresh or codec change is neither |
 //! | outbound: final to the INVITE | `DialResult` | 2xx Answered, 486/600 Busy, 408/480/487 NoAnswer, CANCEL by the agent AgentAbandoned, 404/410/484/485/604 Unavailable, 502/503 Congestion, else Failed; BYE → `Hangup { agent }` |
 //!
 //! A caller-facing final response generated by the proxy itself (its 408
@@ -92,10 +107,11 @@
 //! 487 that follows a 408 is a `NoAnswer` missed offer.
 //!
 //! Not mapped: holds placed by the caller's side, and calls of internal
-//! direction beyond `CallOffered` (consultation calls); a failed re-INVITE
-//! does not undo a hold. Calls a PBX answers itself and queues (Asterisk,
-//! FreeSWITCH behind the proxy) show the PBX as the answering party: read
-//! such a PBX's own feed (AMI, ESL) for queue KPIs.
+//! direction beyond `CallOffered` (consultation calls). Calls a PBX answers
+//! itself and queues (Asterisk, FreeSWITCH behind the proxy) show the PBX as
+//! the answering party: read such a PBX's own feed (AMI, ESL) for queue
+//! KPIs. The two legs of a B2BUA (SBC, PBX) have different Call-IDs and
+//! are two calls here: capture on one side of it only.
 //!
 //! ## Memory and time
 //!
@@ -103,7 +119,9 @@
 //! behaves as it did live. Every second of it, calls are dropped: ended
 //! ones after [`linger_s`](SipTrackerConfig::linger_s), unanswered ones
 //! idle for [`setup_timeout_s`](SipTrackerConfig::setup_timeout_s), answered
-//! ones idle for [`call_timeout_s`](SipTrackerConfig::call_timeout_s); at
+//! ones idle for [`call_timeout_s`](SipTrackerConfig::call_timeout_s), or for
+//! their negotiated `Session-Expires` plus `linger_s` when shorter (RFC 4028:
+//! a session not refreshed in its interval is over); at
 //! most [`max_dialogs`](SipTrackerConfig::max_dialogs) are kept (the least
 //! recently active one is dropped first). A dropped call first emits what
 //! its facts imply: a CANCEL whose final was lost is an abandon, an

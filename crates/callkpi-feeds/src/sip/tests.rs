@@ -97,6 +97,28 @@ fn parses_responses_and_sipfrag() {
 }
 
 #[test]
+fn session_timer_replaces_reason_and_event_id_accessors() {
+    let raw = b"INVITE sip:2002@p SIP/2.0\r\nx: 1800 ;refresher=uac\r\nReplaces: k1@h;to-tag=a;from-tag=b\r\n\
+Reason: Q.850;cause=16, SIP ;cause=200;text=\"Call completed elsewhere\"\r\no: refer;id=7\r\n\
+Call-ID: n@h\r\nCSeq: 2 INVITE\r\nContent-Length: 3\r\n\r\nabcEXTRA";
+    let m = SipMessage::parse_datagram(raw).unwrap();
+    assert_eq!(m.session_expires(), Some(1800));
+    assert_eq!(m.replaces_call_id(), Some(&b"k1@h"[..]));
+    assert!(m.completed_elsewhere());
+    assert_eq!(m.event_id(), Some(&b"7"[..]));
+    // Kept past the input: the same message again, body cut to Content-Length.
+    let bytes = m.to_bytes();
+    let again = SipMessage::parse_datagram(&bytes).unwrap();
+    assert_eq!((again.method(), again.call_id(), again.body()), (Some(Method::Invite), Some(&b"n@h"[..]), &b"abc"[..]));
+    assert_eq!(again.headers().count(), m.headers().count());
+    let r = SipMessage::parse_datagram(b"SIP/2.0 200\nCall-ID: x").unwrap();
+    let again = r.to_bytes();
+    assert_eq!(SipMessage::parse_datagram(&again).unwrap().call_id(), Some(&b"x"[..]));
+    assert!(!r.completed_elsewhere());
+    assert_eq!(r.session_expires(), None);
+}
+
+#[test]
 fn bad_messages_are_clear_errors() {
     let kind = |b: &[u8]| SipMessage::parse_datagram(b).unwrap_err().kind;
     assert_eq!(kind(b"\r\n\r\n"), SipErrorKind::Empty);

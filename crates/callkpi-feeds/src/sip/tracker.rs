@@ -10,9 +10,9 @@ use callkpi_core::event::{
 };
 
 use super::config::SipTrackerConfig;
-use super::message::{Method, NameAddr, SipMessage, SipUri};
+use super::message::{Method, NameAddr, SipMessage, SipUri, Via};
 use crate::hep::HepPacket;
-use crate::{FeedEvent, Unparsed};
+use crate::{FeedEvent, Status, Unparsed};
 
 /// Most agent branches (forks) kept per call.
 const MAX_BRANCHES: usize = 32;
@@ -20,6 +20,14 @@ const MAX_BRANCHES: usize = 32;
 const MAX_FORWARDS: usize = 32;
 /// Most REFERs waiting for their new leg.
 const MAX_PENDING_TRANSFERS: usize = 4_096;
+/// Responses to an INVITE not seen yet are kept this long, ns: captures
+/// merged from two nodes (or HEP from two agents) put a phone's 180 a few
+/// ms before the proxy's copy of the INVITE.
+const EARLY_WINDOW: UnixNanos = 2 * NANOS_PER_SEC;
+/// Most such early responses kept, all calls together.
+const MAX_EARLY: usize = 4_096;
+/// Q.850 cause 26, "non-selected user clearing": answered elsewhere.
+const CAUSE_ANSWERED_ELSEWHERE: u16 = 26;
 
 /// Where and when one SIP message was seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +68,8 @@ pub struct SipTracker {
     config: SipTrackerConfig,
     dialogs: HashMap<Box<[u8]>, Dialog>,
     transfers: Vec<PendingTransfer>,
+    /// Responses that came before their INVITE, replayed after it.
+    early: Vec<Early>,
     unparsed: Unparsed,
     stats: SipStats,
     /// Latest packet time seen.
@@ -109,11 +119,30 @@ struct Forward {
 /// A REFER seen on an answered call.
 #[derive(Debug, Clone)]
 struct Refer {
+    /// CSeq number of the REFER: its NOTIFYs' `Event: refer;id=`.
+    seq: u32,
     at: UnixNanos,
     target: String,
     kind: TransferKind,
     failed: bool,
     emitted: bool,
+}
+
+/// A response captured before the INVITE it answers.
+#[derive(Debug)]
+struct Early {
+    call_id: Box<[u8]>,
+    meta: PacketMeta,
+    bytes: Box<[u8]>,
+}
+
+/// An agent's re-INVITE or UPDATE that changes hold, until its answer:
+/// a refused offer (491 glare, 488) changes nothing (RFC 3264 section 8).
+#[derive(Debug, Clone, Copy)]
+struct PendingHold {
+    seq: u32,
+    hold: bool,
+    at: UnixNanos,
 }
 
 /// A REFER waiting for the INVITE of its new leg.
@@ -154,7 +183,15 @@ struct Dialog {
     callee_tag: Option<Box<[u8]>>,
     /// When the caller sent CANCEL.
     cancel_at: Option<UnixNanos>,
+    /// A CANCEL said `Reason: SIP;cause=200` (answered elsewhere, RFC 3326).
+    elsewhere: bool,
+    /// A caller-facing 3xx, time and code: the caller may follow it with a
+    /// new INVITE on the same Call-ID (RFC 3261 section 8.1.3.4).
+    redirect: Option<(UnixNanos, u16)>,
+    /// Negotiated session interval (RFC 4028), s.
+    session_expires: Option<u32>,
     held: bool,
+    pending_hold: Option<PendingHold>,
     refer: Option<Refer>,
 }
 
@@ -191,6 +228,7 @@ impl SipTracker {
             config,
             dialogs: HashMap::new(),
             transfers: Vec::new(),
+            early: Vec::new(),
             unparsed: Unparsed::default(),
             stats: SipStats::default(),
             now: i64::MIN,
@@ -253,13 +291,30 @@ impl SipTracker {
         }
         let time = p.timestamp().or(capture_time).unwrap_or(self.now.max(0));
         let meta = PacketMeta { time, src: p.src_ip, dst: p.dst_ip };
-        match SipMessage::parse_datagram(payload) {
-            Ok(msg) => self.push_sip(&meta, &msg, out),
-            Err(_) => {
-                self.stats.sip_errors += 1;
-                self.unparsed.malformed += 1;
-                count(&mut self.unparsed, "sip/error");
+        // SIP over TCP or TLS: one captured segment may hold several
+        // messages, each framed by its Content-Length (RFC 3261 section
+        // 18.3). Without one, the message runs to the end of the payload.
+        let mut rest = payload;
+        loop {
+            if let Ok(Status::Complete { value, consumed }) = SipMessage::parse(rest)
+                && value.content_length().is_some()
+            {
+                self.push_sip(&meta, &value, out);
+                rest = &rest[consumed..];
+                if rest.trim_ascii().is_empty() {
+                    return;
+                }
+                continue;
             }
+            match SipMessage::parse_datagram(rest) {
+                Ok(msg) => self.push_sip(&meta, &msg, out),
+                Err(_) => {
+                    self.stats.sip_errors += 1;
+                    self.unparsed.malformed += 1;
+                    count(&mut self.unparsed, "sip/error");
+                }
+            }
+            return;
         }
     }
 
@@ -282,9 +337,36 @@ impl SipTracker {
         match msg.method() {
             Some(Method::Invite) if msg.to().and_then(|t| t.tag()).is_none() => {
                 self.initial_invite(call_id, cseq.seq, meta, msg, out);
+                self.replay_early(call_id, out);
             }
             Some(method) => self.request(call_id, method, meta, msg, out),
             None => self.response(call_id, cseq.seq, cseq.method, meta, msg, out),
+        }
+    }
+
+    /// Processes the responses of `call_id` that were captured before its
+    /// INVITE, in their capture order.
+    fn replay_early(&mut self, call_id: &[u8], out: &mut Vec<FeedEvent>) {
+        if !self.early.iter().any(|e| &*e.call_id == call_id) {
+            return;
+        }
+        let (mine, rest): (Vec<Early>, Vec<Early>) =
+            std::mem::take(&mut self.early).into_iter().partition(|e| &*e.call_id == call_id);
+        self.early = rest;
+        for e in mine {
+            let Ok(msg) = SipMessage::parse_datagram(&e.bytes) else { continue };
+            if let (Some(cseq), None) = (msg.cseq(), msg.method()) {
+                self.response(call_id, cseq.seq, cseq.method, &e.meta, &msg, out);
+            }
+        }
+    }
+
+    /// Forgets early responses whose INVITE never came: orphans after all.
+    fn prune_early(&mut self, now: UnixNanos) {
+        let before = self.early.len();
+        self.early.retain(|e| now.saturating_sub(e.meta.time) <= EARLY_WINDOW);
+        for _ in self.early.len()..before {
+            count(&mut self.unparsed, "sip/orphan");
         }
     }
 
@@ -305,6 +387,7 @@ impl SipTracker {
             }
         }
         self.transfers.clear();
+        self.prune_early(i64::MAX);
     }
 
     // --- requests ---
@@ -317,14 +400,16 @@ impl SipTracker {
         msg: &SipMessage<'_>,
         out: &mut Vec<FeedEvent>,
     ) {
-        let top = msg.top_via().and_then(|v| v.branch());
-        let bottom = msg.bottom_via().and_then(|v| v.branch());
+        let top = msg.top_via().and_then(via_key);
+        let bottom = msg.bottom_via().and_then(via_key);
         if let Some(d) = self.dialogs.get_mut(call_id) {
             d.last = d.last.max(meta.time);
             if d.phase == Phase::Setup && seq > d.invite_cseq {
-                // Sent again after a 401/407 challenge: a new transaction.
+                // Sent again after a 401/407 challenge, or to the target a
+                // 3xx gave: a new transaction of the same call.
                 d.invite_cseq = seq;
                 d.origin_branch = bottom.map(Box::from);
+                d.redirect = None;
             }
             remember_forward(d, msg, meta, top, bottom);
             return;
@@ -353,7 +438,20 @@ impl SipTracker {
         // A transfer's new leg: the transferred caller dialling the target soon after the REFER.
         let linked = (direction == Direction::Inbound)
             .then(|| self.take_transfer(meta.time, &caller, &called, ruri.as_ref()))
-            .flatten();
+            .flatten()
+            .or_else(|| {
+                // An INVITE with Replaces (RFC 3891) takes over a dialog
+                // already tracked: it continues that call, it is no new one.
+                let replaced = msg.replaces_call_id().filter(|_| direction == Direction::Inbound)?;
+                let old = self.dialogs.get(replaced)?;
+                Some(PendingTransfer {
+                    at: meta.time,
+                    caller: String::new(),
+                    target: String::new(),
+                    call_id: old.call_id.clone(),
+                    queue: old.queue.clone(),
+                })
+            });
         let explicit_queue = self.explicit_queue(msg, &called, ruri.as_ref());
         let mut d = Dialog {
             sip_call_id: sip_call_id.clone(),
@@ -375,7 +473,11 @@ impl SipTracker {
             answered_at: None,
             callee_tag: None,
             cancel_at: None,
+            elsewhere: false,
+            redirect: None,
+            session_expires: msg.session_expires(),
             held: false,
+            pending_hold: None,
             refer: None,
         };
         remember_forward(&mut d, msg, meta, top, bottom);
@@ -435,29 +537,44 @@ impl SipTracker {
         let from_tag = msg.from().and_then(|f| f.tag());
         match method {
             Method::Cancel => {
-                let bottom = msg.bottom_via().and_then(|v| v.branch());
-                if d.phase == Phase::Setup && bottom.is_some() && bottom == d.origin_branch.as_deref() {
+                if d.phase != Phase::Setup {
+                    return;
+                }
+                // A forking proxy or PBX cancelling a branch that lost (its
+                // own CANCEL, or the caller's when the caller is a PBX
+                // ringing agents on separate legs).
+                if msg.completed_elsewhere() {
+                    d.elsewhere = true;
+                }
+                let bottom = msg.bottom_via().and_then(via_key);
+                if bottom.is_some() && bottom == d.origin_branch.as_deref() {
                     d.cancel_at.get_or_insert(meta.time);
                 }
             }
             Method::Invite | Method::Update => {
+                if d.phase == Phase::Answered
+                    && let Some(se) = msg.session_expires()
+                {
+                    d.session_expires = Some(se);
+                }
                 let Some(sdp) = msg.sdp() else { return };
                 let by_agent = from_tag.is_some() && from_tag == d.agent_tag();
                 if d.phase != Phase::Answered || !by_agent || d.direction != Direction::Inbound {
                     return;
                 }
                 let hold = sdp.is_hold();
-                if hold != d.held {
-                    d.held = hold;
-                    let agent = d.agent();
-                    let kind = if hold { EventKind::Hold { agent } } else { EventKind::Resume { agent } };
-                    out.push(d.event(meta.time, kind));
+                if hold != d.pending_hold.map_or(d.held, |p| p.hold) {
+                    // A change whose answer was not seen is taken as done.
+                    commit_hold(d, out);
+                    let seq = msg.cseq().map_or(0, |c| c.seq);
+                    d.pending_hold = Some(PendingHold { seq, hold, at: meta.time });
                 }
             }
             Method::Bye => {
                 if d.phase != Phase::Answered {
                     return;
                 }
+                commit_hold(d, out);
                 // By the SIP caller or callee; end_answered says which is the agent.
                 let by = if from_tag.is_some() && from_tag == d.caller_tag.as_deref() {
                     HangupBy::Caller
@@ -472,9 +589,11 @@ impl SipTracker {
             }
             Method::Refer => {
                 let by_agent = from_tag.is_some() && from_tag == d.agent_tag();
-                if d.phase != Phase::Answered || !by_agent || d.refer.is_some() {
+                // A REFER after a refused one is the agent trying again.
+                if d.phase != Phase::Answered || !by_agent || d.refer.as_ref().is_some_and(|r| !r.failed) {
                     return;
                 }
+                commit_hold(d, out);
                 let target = msg.refer_to();
                 let uri = target.as_ref().and_then(NameAddr::uri);
                 let kind =
@@ -484,8 +603,12 @@ impl SipTracker {
                     (None, Some(t)) => lossy(t.uri_raw),
                     (None, None) => String::new(),
                 };
-                d.refer = Some(Refer { at: meta.time, target: target.clone(), kind, failed: false, emitted: false });
-                if kind == TransferKind::Blind && !target.is_empty() {
+                let seq = msg.cseq().map_or(0, |c| c.seq);
+                d.refer =
+                    Some(Refer { seq, at: meta.time, target: target.clone(), kind, failed: false, emitted: false });
+                // An attended transfer's new leg (the INVITE with Replaces)
+                // goes to the target as a blind one's does.
+                if !target.is_empty() {
                     if self.transfers.len() >= MAX_PENDING_TRANSFERS {
                         self.transfers.remove(0);
                     }
@@ -505,7 +628,11 @@ impl SipTracker {
                 if !msg.event().is_some_and(|e| e.eq_ignore_ascii_case(b"refer")) {
                     return;
                 }
-                if let Some(r) = d.refer.as_mut() {
+                // A late NOTIFY about an earlier, refused REFER is not about this one.
+                let id = msg.event_id().and_then(|i| std::str::from_utf8(i).ok()?.parse::<u32>().ok());
+                if let Some(r) = d.refer.as_mut()
+                    && id.is_none_or(|id| id == r.seq)
+                {
                     if (200..300).contains(&code) {
                         emit_transfer(d, out);
                     } else if code >= 300 {
@@ -530,7 +657,12 @@ impl SipTracker {
     ) {
         let Some(code) = msg.status() else { return };
         let Some(d) = self.dialogs.get_mut(call_id) else {
-            count(&mut self.unparsed, "sip/orphan");
+            if method == Method::Invite && self.early.len() < MAX_EARLY {
+                let bytes = msg.to_bytes().into_boxed_slice();
+                self.early.push(Early { call_id: Box::from(call_id), meta: *meta, bytes });
+            } else {
+                count(&mut self.unparsed, "sip/orphan");
+            }
             return;
         };
         d.last = d.last.max(meta.time);
@@ -538,11 +670,34 @@ impl SipTracker {
         // agent's re-INVITE may reuse the same CSeq number in its own space.
         let from_tag = msg.from().and_then(|f| f.tag());
         let callers = d.caller_tag.is_none() || from_tag == d.caller_tag.as_deref();
+        // A refresh's answer carries the interval both sides agreed on.
+        if matches!(method, Method::Invite | Method::Update)
+            && d.phase == Phase::Answered
+            && (200..300).contains(&code)
+            && let Some(se) = msg.session_expires()
+        {
+            d.session_expires = Some(se);
+        }
+        if let Some(p) = d.pending_hold
+            && p.seq == seq
+            && code >= 200
+            && matches!(method, Method::Invite | Method::Update)
+            && from_tag.is_some()
+            && from_tag == d.agent_tag()
+        {
+            if code < 300 {
+                commit_hold(d, out);
+            } else {
+                d.pending_hold = None;
+            }
+            return;
+        }
         match method {
             Method::Invite if seq == d.invite_cseq && callers => {}
             Method::Refer => {
                 if code >= 300
                     && let Some(r) = d.refer.as_mut()
+                    && r.seq == seq
                 {
                     r.failed = true;
                 }
@@ -555,7 +710,7 @@ impl SipTracker {
         if matches!(code, 100..=179 | 181 | 182 | 184..=199 | 401 | 407) {
             return;
         }
-        let top = msg.top_via().and_then(|v| v.branch());
+        let top = msg.top_via().and_then(via_key);
         let caller_facing = top.is_some() && top == d.origin_branch.as_deref();
         let tag: Box<[u8]> = msg.to().and_then(|t| t.tag()).map(Box::from).unwrap_or_default();
         let who = Responder { msg, meta, caller_facing };
@@ -565,7 +720,16 @@ impl SipTracker {
         // stands for a branch only when it is one already seen, or when no
         // proxy is in the path (no forwarded INVITE copy): otherwise it is
         // the proxy's own answer (408 on ring timeout, a stateless 404).
-        let known = d.branches.iter().position(|b| b.tag == tag);
+        let known = d.branches.iter().position(|b| b.tag == tag).or_else(|| {
+            // A phone (or gateway) that sent its early media before it
+            // chose a To-tag: the tagged response is the same branch.
+            if tag.is_empty() || (caller_facing && code >= 300) {
+                return None;
+            }
+            let i = d.branches.iter().position(|b| b.tag.is_empty() && !b.resolved)?;
+            d.branches[i].tag = tag.clone();
+            Some(i)
+        });
         // A 2xx or 18x comes from the answering or ringing phone whichever
         // copy arrives first.
         let is_branch = code < 300 || !caller_facing || known.is_some() || d.forwards.is_empty();
@@ -625,7 +789,15 @@ impl SipTracker {
             announce_ringing(config, d, i, out);
             let b = &d.branches[i];
             let agent = b.agent.clone().unwrap_or_default();
-            let ring = b.ring_at.map(|r| ms_between(r, meta.time));
+            // Rung since the first of the agent's devices rang.
+            let first_ring = d
+                .branches
+                .iter()
+                .enumerate()
+                .filter(|(j, x)| *j == i || (x.agent == b.agent && !x.resolved))
+                .filter_map(|(_, x)| x.ring_at)
+                .min();
+            let ring = first_ring.map(|r| ms_between(r, meta.time));
             let kind =
                 EventKind::Answered { queue: d.queue.clone(), agent, reported_wait_ms: None, reported_ring_ms: ring };
             out.push(d.event(meta.time, kind));
@@ -636,6 +808,12 @@ impl SipTracker {
             miss_branch(config, d, i, code, meta.time, out);
         }
         if caller_facing && d.phase == Phase::Setup {
+            if (300..400).contains(&code) {
+                // The caller may follow the redirect on this Call-ID; the
+                // call ends here only if it does not (see sweep).
+                d.redirect.get_or_insert((meta.time, code));
+                return;
+            }
             d.phase = Phase::Ended(meta.time);
             end_unanswered(d, code, msg.q850_cause(), meta.time, out);
         }
@@ -698,12 +876,22 @@ impl SipTracker {
                 let idle = now.saturating_sub(d.last);
                 let (over, expired) = match d.phase {
                     Phase::Ended(at) => (now.saturating_sub(at) > linger && idle > linger, false),
-                    Phase::Setup => (idle > setup, true),
-                    Phase::Answered => (idle > call, true),
+                    Phase::Setup => match d.redirect {
+                        Some((at, _)) => (now.saturating_sub(at) > linger && idle > linger, false),
+                        None => (idle > setup, true),
+                    },
+                    Phase::Answered => {
+                        // RFC 4028: no refresh within the session interval
+                        // means the session is over, BYE captured or not.
+                        let limit =
+                            d.session_expires.map_or(call, |se| call.min(secs(u64::from(se)).saturating_add(linger)));
+                        (idle > limit, true)
+                    }
                 };
                 over.then(|| (d.first, k.clone(), expired))
             })
             .collect();
+        self.prune_early(now);
         if done.is_empty() {
             return;
         }
@@ -747,11 +935,32 @@ impl SipTracker {
             d.phase = Phase::Ended(at);
             end_unanswered(&mut d, 487, None, at, out);
         }
+        if d.phase == Phase::Setup
+            && let Some((at, code)) = d.redirect
+        {
+            for i in 0..d.branches.len() {
+                if !d.branches[i].resolved && d.branches[i].ring_at.is_some() {
+                    miss_branch(config, &mut d, i, 480, at, out);
+                }
+            }
+            d.phase = Phase::Ended(at);
+            end_unanswered(&mut d, code, None, at, out);
+        }
+        if d.phase == Phase::Answered {
+            commit_hold(&mut d, out);
+        }
         if d.phase == Phase::Answered && d.refer.as_ref().is_some_and(|r| !r.failed) {
             emit_transfer(&mut d, out);
         }
         if d.phase != Phase::Setup {
-            let at = d.last;
+            // A fork that rang and was never resolved stopped ringing when
+            // another answered (or when the call ended), not at the call's
+            // last message.
+            let ended = match d.phase {
+                Phase::Ended(at) => Some(at),
+                _ => None,
+            };
+            let at = d.answered_at.or(ended).unwrap_or(d.last);
             for i in 0..d.branches.len() {
                 if !d.branches[i].resolved && d.branches[i].ring_at.is_some() {
                     miss_branch(config, &mut d, i, 487, at, out);
@@ -794,7 +1003,7 @@ fn identify(config: &SipTrackerConfig, d: &mut Dialog, i: usize, who: &Responder
     let fork = if who.caller_facing {
         None
     } else {
-        let top = who.msg.top_via().and_then(|v| v.branch());
+        let top = who.msg.top_via().and_then(via_key);
         d.forwards.iter().find(|f| Some(&*f.branch) == top)
     };
     let rung = fork.and_then(|f| f.user.clone());
@@ -841,7 +1050,23 @@ fn announce_ringing(config: &SipTrackerConfig, d: &mut Dialog, i: usize, out: &m
     }
     let (Some(at), Some(agent)) = (b.ring_at, b.agent.clone()) else { return };
     d.branches[i].ringing_sent = true;
+    // Another device of the same agent (desk phone and softphone registered
+    // on one extension, forked in parallel) already rings: one offer.
+    if same_agent_live(d, i, |b| b.ringing_sent) {
+        return;
+    }
     out.push(d.event(at, EventKind::Ringing { queue: d.queue.clone(), agent }));
+}
+
+/// Whether a branch other than `i`, of the same agent and matching `also`,
+/// still rings or answered.
+fn same_agent_live(d: &Dialog, i: usize, also: impl Fn(&Branch) -> bool) -> bool {
+    let agent = &d.branches[i].agent;
+    agent.is_some()
+        && d.branches
+            .iter()
+            .enumerate()
+            .any(|(j, b)| j != i && &b.agent == agent && (!b.resolved || d.answered == Some(j)) && also(b))
 }
 
 fn counts_as_agent(config: &SipTrackerConfig, b: &Branch) -> bool {
@@ -869,8 +1094,12 @@ fn miss_branch(
         return;
     }
     announce_ringing(config, d, i, out);
+    // The agent's other device still rings, or answered: not a miss yet.
+    if same_agent_live(d, i, |_| true) {
+        return;
+    }
     let reason = match code {
-        487 if d.cancel_at.is_some() || d.answered.is_some() => MissReason::Canceled,
+        487 if d.cancel_at.is_some() || d.answered.is_some() || d.elsewhere => MissReason::Canceled,
         487 | 408 | 480 => MissReason::NoAnswer,
         486 | 600 | 603 | 403 => MissReason::Rejected,
         400..=499 | 600..=699 => MissReason::Rejected,
@@ -889,8 +1118,17 @@ fn miss_branch(
 
 /// The caller's call ended without an answer.
 fn end_unanswered(d: &mut Dialog, code: u16, cause: Option<u16>, at: UnixNanos, out: &mut Vec<FeedEvent>) {
-    let abandoned = d.cancel_at.is_some();
-    let cause = cause.or_else(|| if abandoned { Some(16) } else { q850_of_sip(code) });
+    // Cancelled because another leg answered: not the caller giving up.
+    let abandoned = d.cancel_at.is_some() && !d.elsewhere;
+    let cause = cause.or_else(|| {
+        if d.elsewhere {
+            Some(CAUSE_ANSWERED_ELSEWHERE)
+        } else if abandoned {
+            Some(16)
+        } else {
+            q850_of_sip(code)
+        }
+    });
     if d.direction == Direction::Outbound {
         let outcome = match code {
             _ if abandoned => DialOutcome::AgentAbandoned,
@@ -906,6 +1144,7 @@ fn end_unanswered(d: &mut Dialog, code: u16, cause: Option<u16>, at: UnixNanos, 
     }
     if let Some(queue) = d.queue.clone() {
         let reason = match code {
+            _ if d.elsewhere => LeaveReason::Unspecified,
             _ if abandoned => LeaveReason::Abandon,
             408 | 487 => LeaveReason::Timeout,
             480 | 486 | 600 | 603 => LeaveReason::LeaveEmpty,
@@ -939,6 +1178,19 @@ fn end_answered(d: &mut Dialog, at: UnixNanos, by: HangupBy, cause: Option<u16>,
     }
     let agent = d.agent();
     out.push(d.event(at, EventKind::Hangup { queue: d.queue.clone(), agent, by, cause, reported_talk_ms: None }));
+}
+
+/// Applies the agent's hold change once its offer was accepted (or its
+/// answer was never seen), at the request's time.
+fn commit_hold(d: &mut Dialog, out: &mut Vec<FeedEvent>) {
+    let Some(p) = d.pending_hold.take() else { return };
+    if p.hold == d.held {
+        return;
+    }
+    d.held = p.hold;
+    let agent = d.agent();
+    let kind = if p.hold { EventKind::Hold { agent } } else { EventKind::Resume { agent } };
+    out.push(d.event(p.at, kind));
 }
 
 /// The agent's blind or attended transfer, at the REFER's time.
@@ -979,6 +1231,12 @@ fn q850_of_sip(code: u16) -> Option<u16> {
         413 | 414 | 416 | 420 | 421 | 423 | 505 | 513 => 127,
         _ => return None,
     })
+}
+
+/// What tells a Via's transaction apart: its branch, else (an RFC 2543
+/// element, which sends none) its sent-by address.
+fn via_key(v: Via<'_>) -> Option<&[u8]> {
+    v.branch().or_else(|| Some(v.sent_by).filter(|s| !s.is_empty()))
 }
 
 fn ms_between(from: UnixNanos, to: UnixNanos) -> u64 {
