@@ -131,6 +131,23 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// A conversation answered at `start`, still going.
+    fn answered(agent: &str, queue: Option<&String>, visit: Option<usize>, start: UnixNanos, ring_ms: u64) -> Self {
+        Self {
+            agent: agent.to_owned(),
+            queue: queue.cloned(),
+            visit,
+            start,
+            ring_ms,
+            end: None,
+            end_kind: None,
+            reported_talk_ms: None,
+            holds: Vec::new(),
+            hold_open: None,
+            wrap: None,
+        }
+    }
+
     /// Hold time, ms.
     pub fn hold_ms(&self) -> u64 {
         self.holds.iter().map(|(a, b)| ms(*b - *a)).sum()
@@ -543,19 +560,7 @@ impl CallRecord {
                 // A repeated answer by the same agent (two feeds, or a
                 // re-INVITE seen as answer) does not open a second segment.
                 if self.open_segment(Some(agent)).is_none() {
-                    self.segments.push(Segment {
-                        agent: agent.clone(),
-                        queue: queue.clone(),
-                        visit,
-                        start: t,
-                        ring_ms,
-                        end: None,
-                        end_kind: None,
-                        reported_talk_ms: None,
-                        holds: Vec::new(),
-                        hold_open: None,
-                        wrap: None,
-                    });
+                    self.segments.push(Segment::answered(agent, queue.as_ref(), visit, t, ring_ms));
                 }
             }
             EventKind::Hold { agent } => {
@@ -653,19 +658,7 @@ impl CallRecord {
         if self.segments.iter().any(|s| &s.agent == agent) {
             return None;
         }
-        self.segments.push(Segment {
-            agent: agent.clone(),
-            queue: queue.clone(),
-            visit: None,
-            start: t.saturating_sub(ns(talk)),
-            ring_ms: 0,
-            end: None,
-            end_kind: None,
-            reported_talk_ms: None,
-            holds: Vec::new(),
-            hold_open: None,
-            wrap: None,
-        });
+        self.segments.push(Segment::answered(agent, queue.as_ref(), None, t.saturating_sub(ns(talk)), 0));
         Some(self.segments.len() - 1)
     }
 

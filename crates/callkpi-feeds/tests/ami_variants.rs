@@ -11,13 +11,16 @@
 //! "as of Asterisk 1.6 only HoldEvent is sent with the status set to false
 //! to indicate unhold"), and those of 12+ the Asterisk AMI event reference.
 
-use callkpi_core::event::{EventId, EventKind, SourceKind};
+mod common;
+
+use callkpi_core::KpiParams;
+use callkpi_core::event::{EventKind, SourceKind};
 use callkpi_core::params::GroupBy;
 use callkpi_core::report::Kpis;
 use callkpi_core::time::Interval;
-use callkpi_core::{Engine, EngineConfig, KpiParams};
+use callkpi_feeds::FeedEvent;
 use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig};
-use callkpi_feeds::{CaptureTime, FeedEvent};
+use common::close;
 
 fn map(text: &str) -> (Vec<FeedEvent>, AmiMapper) {
     let mut m = AmiMapper::new(AmiMapperConfig::default());
@@ -27,14 +30,7 @@ fn map(text: &str) -> (Vec<FeedEvent>, AmiMapper) {
 }
 
 fn kpis(events: Vec<FeedEvent>, group_by: &[GroupBy]) -> Vec<(Option<String>, Kpis)> {
-    let mut e = Engine::new(EngineConfig::default());
-    for (i, fe) in events.into_iter().enumerate() {
-        let wall = fe.source_time.unwrap_or(0);
-        let id = EventId { agent_id: "file:0".into(), seq: i as u64 + 1 };
-        let time = CaptureTime { wall, monotonic: 0, clock_synced: true };
-        e.ingest(fe.into_event(id, "hq", SourceKind::AsteriskAmi, time));
-    }
-    e.refresh(None, true);
+    let e = common::engine(events, SourceKind::AsteriskAmi);
     let p = KpiParams { interval: Interval::All, group_by: group_by.to_vec(), ..KpiParams::default() };
     let key = group_by.first().map(|g| g.as_str());
     e.report(&p, &[])
@@ -43,11 +39,6 @@ fn kpis(events: Vec<FeedEvent>, group_by: &[GroupBy]) -> Vec<(Option<String>, Kp
         .into_iter()
         .map(|r| (key.and_then(|k| r.group.get(k).cloned().flatten()), r.kpis))
         .collect()
-}
-
-fn close(a: Option<f64>, b: f64) {
-    let a = a.unwrap_or_else(|| panic!("expected {b}, got null"));
-    assert!((a - b).abs() < 1e-9, "expected {b}, got {a}");
 }
 
 /// One queued call as Asterisk 11 reports it (`timestampevents = yes`, no

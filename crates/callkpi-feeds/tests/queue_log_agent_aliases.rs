@@ -11,18 +11,17 @@
 //! file order as one pseudo agent, the core engine closed at the end of
 //! input. Expected figures are derived by hand from docs/kpis.md.
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use callkpi_core::event::{EventId, SourceKind};
+use callkpi_core::KpiParams;
+use callkpi_core::event::SourceKind;
 use callkpi_core::params::GroupBy;
 use callkpi_core::report::Kpis;
 use callkpi_core::time::Interval;
-use callkpi_core::{Engine, EngineConfig, KpiParams};
-use callkpi_feeds::CaptureTime;
 use callkpi_feeds::queue_log::{AgentAliases, QueueLogConfig, QueueLogMapper};
-
-/// 2026-11-22T13:20:00Z, a quarter-hour start.
-const T0: i64 = 1_795_356_000;
+use common::{at, close};
 
 /// One hour of a dynamic member: logged in at T+0 and out at T+3600, paused
 /// T+600 to T+1200, two calls of 300 s and 180 s of talk, one ring not
@@ -41,35 +40,12 @@ const DEFAULT_FORM: &str = "\
 {T+3600}|MANAGER|support|PJSIP/1001|REMOVEMEMBER|
 ";
 
-/// `{T+n}` in a line is replaced by the epoch `T0 + n`.
-fn at(template: &str) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(i) = rest.find("{T+") {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i + 3..];
-        let end = tail.find('}').expect("closing brace");
-        let n: i64 = tail[..end].parse().expect("offset");
-        out.push_str(&(T0 + n).to_string());
-        rest = &tail[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Rows grouped by agent over the whole input: agent -> (KPIs, flags).
 fn by_agent(input: &str, config: QueueLogConfig) -> BTreeMap<String, (Kpis, Vec<String>)> {
     let mut mapper = QueueLogMapper::new(config);
     let events = mapper.map_all(at(input).as_bytes());
     assert_eq!(mapper.unparsed().malformed, 0);
-    let mut engine = Engine::new(EngineConfig::default());
-    for (i, fe) in events.into_iter().enumerate() {
-        let wall = fe.source_time.unwrap_or(0);
-        let id = EventId { agent_id: "file:0".into(), seq: i as u64 + 1 };
-        let time = CaptureTime { wall, monotonic: 0, clock_synced: true };
-        engine.ingest(fe.into_event(id, "hq", SourceKind::AsteriskQueueLog, time));
-    }
-    engine.refresh(None, true);
+    let engine = common::engine(events, SourceKind::AsteriskQueueLog);
     let params = KpiParams { interval: Interval::All, group_by: vec![GroupBy::Agent], ..KpiParams::default() };
     engine
         .report(&params, &[])
@@ -78,11 +54,6 @@ fn by_agent(input: &str, config: QueueLogConfig) -> BTreeMap<String, (Kpis, Vec<
         .into_iter()
         .filter_map(|r| Some((r.group.get("agent")?.clone()?, (r.kpis, r.flags))))
         .collect()
-}
-
-fn close(a: Option<f64>, b: f64) {
-    let a = a.unwrap_or_else(|| panic!("expected {b}, got null"));
-    assert!((a - b).abs() < 1e-9, "expected {b}, got {a}");
 }
 
 fn alice_aliases() -> QueueLogConfig {

@@ -8,50 +8,24 @@
 //! (asterisk/documentation `docs/Operation/Logging/Queue-Logs.md`), quoted as
 //! "Queue Logs" below, and from `apps/app_queue.c` where the page is silent.
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use callkpi_core::event::{EventId, SourceKind};
+use callkpi_core::event::SourceKind;
 use callkpi_core::params::GroupBy;
 use callkpi_core::report::Kpis;
 use callkpi_core::time::Interval;
-use callkpi_core::{Engine, EngineConfig, KpiParams};
-use callkpi_feeds::CaptureTime;
+use callkpi_core::{Engine, KpiParams};
 use callkpi_feeds::queue_log::{QueueLogConfig, QueueLogMapper};
-
-/// 2026-11-22T13:20:00Z, a quarter-hour start.
-const T0: i64 = 1_795_356_000;
+use common::{at, close};
 
 type Group = BTreeMap<String, Option<String>>;
-
-/// `{T+n}` in a line is replaced by the epoch `T0 + n`.
-fn at(template: &str) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(i) = rest.find("{T+") {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i + 3..];
-        let end = tail.find('}').expect("closing brace");
-        let n: i64 = tail[..end].parse().expect("offset");
-        out.push_str(&(T0 + n).to_string());
-        rest = &tail[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// Maps `input` and runs it through the engine as `callkpi analyze` does.
 fn engine(input: &[u8]) -> Engine {
     let mut mapper = QueueLogMapper::new(QueueLogConfig::default());
-    let events = mapper.map_all(input);
-    let mut e = Engine::new(EngineConfig::default());
-    for (i, fe) in events.into_iter().enumerate() {
-        let wall = fe.source_time.unwrap_or(0);
-        let id = EventId { agent_id: "file:0".into(), seq: i as u64 + 1 };
-        let time = CaptureTime { wall, monotonic: 0, clock_synced: true };
-        e.ingest(fe.into_event(id, "hq", SourceKind::AsteriskQueueLog, time));
-    }
-    e.refresh(None, true);
-    e
+    common::engine(mapper.map_all(input), SourceKind::AsteriskQueueLog)
 }
 
 fn rows(input: &[u8], params: &KpiParams) -> Vec<(Group, Kpis, Vec<String>)> {
@@ -82,11 +56,6 @@ fn pick(all: Vec<(Group, Kpis, Vec<String>)>, group_by: &[GroupBy], value: Optio
                 .1
         }
     }
-}
-
-fn close(a: Option<f64>, b: f64) {
-    let a = a.unwrap_or_else(|| panic!("expected {b}, got null"));
-    assert!((a - b).abs() < 1e-9, "expected {b}, got {a}");
 }
 
 // --- ENTERQUEUE with the caller's name (log_cidname) ---
