@@ -419,18 +419,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, forward: bool) {
 
 /// `secs` since the epoch as the report's RFC 3339 in UTC.
 fn utc(secs: i64) -> String {
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00", rem / 3600, rem % 3600 / 60, rem % 60)
+    jiff::Timestamp::from_second(secs)
+        .expect("a time within jiff's range")
+        .strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        .to_string()
 }
 
 /// queue_log lines of a call answered by `agent` after `wait` s, talking `talk` s.
