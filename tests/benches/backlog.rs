@@ -17,7 +17,7 @@
 //!    backlog, and the bench says so.
 //! 3. RSS with the backlog: the agent is restarted on that spool (the
 //!    queue_log replaced by an empty one), lines are appended at 1 000
-//!    events/s for 30 s, and `/proc/<pid>/status` VmRSS/VmHWM sampled every
+//!    events/s for `BENCH_FEED_SECS` (30) s, and `/proc/<pid>/status` VmRSS/VmHWM sampled every
 //!    250 ms. Issue target: at most 12 MiB.
 //! 4. Drain: the real aggregator is started on the port the agent targets;
 //!    from the agent's `callkpi_uplink_connected` turning 1 to its
@@ -37,7 +37,9 @@
 //! build's `callkpi-agent`; e.g. the shipped
 //! `target/x86_64-unknown-linux-gnu/dist/callkpi-agent`; the aggregator is
 //! always the release build), `BENCH_SPOOL_CACHE_BYTES` (writes
-//! `[spool] cache_bytes` into the agent's config; unset: the default).
+//! `[spool] cache_bytes` into the agent's config; unset: the default),
+//! `BENCH_FEED_SECS` (30: how long step 3 feeds and samples; a few minutes
+//! shows where the agent's memory levels off, which 30 s does not).
 //! The agent inherits the bench's environment, so `CALLKPI_WORKER_THREADS`
 //! or `MALLOC_ARENA_MAX` set for the bench apply to it.
 
@@ -246,8 +248,9 @@ fn main() {
     let copies = target.div_ceil(one_copy);
     let grpc = free_port();
 
-    // Feed lines: copies after the backlog's, enough for 45 s at 1 000/s.
-    let feed_copies = (45 * FEED_PER_SEC).div_ceil(one_copy);
+    // Feed lines: copies after the backlog's, enough for step 3 plus 15 s at 1 000/s.
+    let feed_secs = env_or("BENCH_FEED_SECS", 30);
+    let feed_copies = ((feed_secs + 15) * FEED_PER_SEC).div_ceil(one_copy);
     let feed_text = queue_log_copies(&fixture, copies, copies + feed_copies);
     let feed_lines: Vec<Vec<u8>> = feed_text.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect();
     let events_total = |http: u16| agent_metric(http, "callkpi_source_events_total{source=\"ql\"}").unwrap_or(0.0);
@@ -320,14 +323,14 @@ fn main() {
     let spool_disk = dir_bytes(&d.join("agent-spool"));
     std::thread::sleep(Duration::from_secs(3));
     let before = events_total(http);
-    let feed = feeder(ql.clone(), feed_lines.clone(), events_per_line, Duration::from_secs(30));
-    let fed = summarize(&sample(agent.pid(), Duration::from_secs(30)));
+    let feed = feeder(ql.clone(), feed_lines.clone(), events_per_line, Duration::from_secs(feed_secs));
+    let fed = summarize(&sample(agent.pid(), Duration::from_secs(feed_secs)));
     feed.join().expect("feeder");
     std::thread::sleep(Duration::from_millis(500));
-    let fed_rate = (events_total(http) - before) / 30.0;
+    let fed_rate = (events_total(http) - before) / feed_secs as f64;
     let spooled_after = agent_metric(http, "callkpi_spool_depth_events").unwrap_or(0.0) as u64;
     println!(
-        "with backlog: {backlog} events ({:.0} MB logical, {:.0} MB on disk), {fed_rate:.0} events/s for 30 s: \
+        "with backlog: {backlog} events ({:.0} MB logical, {:.0} MB on disk), {fed_rate:.0} events/s for {feed_secs} s: \
          {fed}; spool now {spooled_after} events",
         spool_bytes / 1e6,
         spool_disk as f64 / 1e6,
