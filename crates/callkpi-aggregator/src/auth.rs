@@ -23,7 +23,14 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use tonic::Status;
 
-use crate::config::ResolvedAgent;
+/// One agent allowed to connect, after the config was validated: the
+/// identity a token or certificate is bound to.
+#[derive(Clone)]
+pub(crate) struct ResolvedAgent {
+    pub(crate) id: String,
+    pub(crate) site: Option<String>,
+    pub(crate) token: Option<TokenDigest>,
+}
 
 /// SHA-256 of a bearer token.
 #[derive(Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, TokenDigest};
+use crate::auth::{self, ResolvedAgent, TokenDigest};
 
 /// Why a configuration is unusable. The message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -264,14 +264,6 @@ impl std::fmt::Debug for Resolved {
             .field("tls", &self.tls.is_some())
             .finish()
     }
-}
-
-/// One agent after validation.
-#[derive(Clone)]
-pub(crate) struct ResolvedAgent {
-    pub(crate) id: String,
-    pub(crate) site: Option<String>,
-    pub(crate) token: Option<TokenDigest>,
 }
 
 /// TLS material after validation.

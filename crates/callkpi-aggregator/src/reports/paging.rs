@@ -1,0 +1,187 @@
+//! ListCalls paging and GetCall timelines over the follower's calls.
+
+use super::*;
+
+/// `ListCalls` page size when the query says 0.
+pub const DEFAULT_CALLS_PAGE: usize = 100;
+/// Largest `ListCalls` page.
+pub const MAX_CALLS_PAGE: usize = 1000;
+
+impl KpiFollower {
+    /// A page of calls as of `now_ns`; `short_abandon_s` decides short
+    /// abandons as for KPIs. Blocking.
+    ///
+    /// # Errors
+    /// INTERNAL when the store cannot be read.
+    pub fn list_calls(&self, query: &CallQuery, short_abandon_s: u32, now_ns: i64) -> Result<pb::CallList, Status> {
+        self.catch_up().map_err(|e| Status::internal(format!("store: {e}")))?;
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.engine.refresh(Some(now_ns), false);
+        Ok(query.page(&st.engine, short_abandon_s))
+    }
+
+    /// One call's timeline as of `now_ns`. Blocking.
+    ///
+    /// # Errors
+    /// As [`call_timeline`], and INTERNAL when the store cannot be read.
+    pub fn call(&self, call: &pb::CallRef, short_abandon_s: u32, now_ns: i64) -> Result<pb::CallTimeline, Status> {
+        self.catch_up().map_err(|e| Status::internal(format!("store: {e}")))?;
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.engine.refresh(Some(now_ns), false);
+        call_timeline(&st.engine, call, short_abandon_s)
+    }
+}
+
+/// A validated `CallQuery`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallQuery {
+    from: i64,
+    to: i64,
+    queue: Option<String>,
+    agent: Option<String>,
+    /// The normalised number asked for (`None` inside: a withheld number).
+    caller: Option<Option<String>>,
+    site: Option<String>,
+    pub(super) limit: usize,
+    /// The last call of the previous page: (start, site, call id).
+    after: Option<(i64, String, String)>,
+    /// Digest of the filters, carried in page tokens.
+    digest: String,
+}
+
+impl CallQuery {
+    /// Checks a wire query: range, page size, page token.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT for `from_ns >= to_ns` (both set), or a page token
+    /// that is malformed or was issued for other filters.
+    pub fn parse(q: &pb::CallQuery) -> Result<Self, Status> {
+        let from = if q.from_ns == 0 { i64::MIN } else { q.from_ns };
+        let to = if q.to_ns == 0 { i64::MAX } else { q.to_ns };
+        if from >= to {
+            return Err(Status::invalid_argument(format!(
+                "from_ns ({}) must be before to_ns ({})",
+                q.from_ns, q.to_ns
+            )));
+        }
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let limit = match q.limit {
+            0 => DEFAULT_CALLS_PAGE,
+            n => usize::try_from(n).unwrap_or(MAX_CALLS_PAGE).min(MAX_CALLS_PAGE),
+        };
+        let digest = filters_digest(q);
+        let after = if q.page_token.is_empty() { None } else { Some(parse_page_token(&q.page_token, &digest)?) };
+        Ok(Self {
+            from,
+            to,
+            queue: some(&q.queue),
+            agent: some(&q.agent),
+            caller: (!q.caller.is_empty()).then(|| normalise_caller(&q.caller)),
+            site: some(&q.site),
+            limit,
+            after,
+            digest,
+        })
+    }
+
+    fn matches(&self, r: &CallRecord) -> bool {
+        !r.call_id.is_empty()
+            && self.site.as_ref().is_none_or(|s| *s == r.site)
+            && self.queue.as_ref().is_none_or(|q| r.visited(q))
+            && self.agent.as_ref().is_none_or(|a| r.involves_agent(a))
+            && self.caller.as_ref().is_none_or(|c| *c == r.caller.as_deref().and_then(normalise_caller))
+    }
+
+    /// The page this query asks for, newest first.
+    pub fn page(&self, engine: &Engine, short_abandon_s: u32) -> pb::CallList {
+        let before = self.after.as_ref().map(|(t, site, id)| (*t, site.as_str(), id.as_str()));
+        // One more than a page, to know whether another page follows.
+        let found: Vec<&CallRecord> = engine
+            .calls_started(self.from, self.to, before)
+            .rev()
+            .filter(|r| self.matches(r))
+            .take(self.limit + 1)
+            .collect();
+        let more = found.len() > self.limit;
+        let calls: Vec<&CallRecord> = found.into_iter().take(self.limit).collect();
+        let next_page_token = match calls.last() {
+            Some(last) if more => page_token(last, &self.digest),
+            _ => String::new(),
+        };
+        pb::CallList { calls: calls.iter().map(|r| summary_to_pb(r, short_abandon_s)).collect(), next_page_token }
+    }
+}
+
+/// Hex SHA-256 (first 8 bytes) of the query's filters: what must not
+/// change between pages.
+fn filters_digest(q: &pb::CallQuery) -> String {
+    use prost::Message as _;
+    use sha2::Digest as _;
+    let filters = pb::CallQuery { limit: 0, page_token: String::new(), ..q.clone() };
+    let digest = sha2::Sha256::digest(filters.encode_to_vec());
+    hex(&digest[..8])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// `v1.<start ns>.<hex site>.<hex call id>.<filters digest>`.
+fn page_token(last: &CallRecord, digest: &str) -> String {
+    format!("v1.{}.{}.{}.{digest}", last.first, hex(last.site.as_bytes()), hex(last.call_id.as_bytes()))
+}
+
+fn parse_page_token(token: &str, digest: &str) -> Result<(i64, String, String), Status> {
+    let bad = || Status::invalid_argument("page_token is not one this server issued");
+    let parts: Vec<&str> = token.split('.').collect();
+    let [version, start, site, call_id, token_digest] = parts[..] else { return Err(bad()) };
+    if version != "v1" {
+        return Err(bad());
+    }
+    if token_digest != digest {
+        return Err(Status::invalid_argument("page_token belongs to a query with other filters"));
+    }
+    let start: i64 = start.parse().map_err(|_| bad())?;
+    Ok((start, unhex(site).ok_or_else(bad)?, unhex(call_id).ok_or_else(bad)?))
+}
+
+/// One call's timeline from `engine`.
+///
+/// # Errors
+/// INVALID_ARGUMENT for an empty call id; NOT_FOUND for an unknown call;
+/// FAILED_PRECONDITION when the call id is known at several sites and the
+/// reference names none (the message lists them).
+pub fn call_timeline(engine: &Engine, call: &pb::CallRef, short_abandon_s: u32) -> Result<pb::CallTimeline, Status> {
+    let id = &call.call_id;
+    if id.is_empty() {
+        return Err(Status::invalid_argument("CallRef.call_id is empty"));
+    }
+    let not_found = || match &call.site {
+        Some(site) if !site.is_empty() => Status::not_found(format!("no call {id:?} at site {site:?}")),
+        _ => Status::not_found(format!("no call {id:?}")),
+    };
+    let site = match call.site.as_deref().filter(|s| !s.is_empty()) {
+        Some(site) => site,
+        None => match engine.call_sites(id) {
+            [] => return Err(not_found()),
+            [one] => one.as_str(),
+            many => {
+                return Err(Status::failed_precondition(format!(
+                    "call {id:?} exists at sites {}: give its site",
+                    many.join(", ")
+                )));
+            }
+        },
+    };
+    let record = engine.call(site, id).ok_or_else(not_found)?;
+    let events = engine.call_events(site, id).unwrap_or_default();
+    Ok(timeline_to_pb(record, events, short_abandon_s))
+}
