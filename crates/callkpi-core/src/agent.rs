@@ -32,35 +32,124 @@ pub struct StateChange {
     pub state: AgentState,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct QState {
     logged: bool,
     paused: bool,
     inferred: bool,
 }
 
-/// Computes an agent's presence counters.
+/// An agent's presence folded at a quarter-hour boundary: its state in every
+/// queue at `at`, and what of its history still matters later (whether it
+/// ever logged in or out explicitly, which decides inferred membership).
+/// Presence before `at` is final and lives in rollups; only changes from
+/// `at` on are replayed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Base {
+    /// The boundary (a quarter-hour start).
+    pub at: UnixNanos,
+    /// State per queue (`None`: the agent-wide state) at `at`, with the pause reason.
+    states: BTreeMap<Option<String>, (QState, Option<String>)>,
+    /// A login or logout naming no queue was seen.
+    explicit_global: bool,
+    /// Queues with an explicit login or logout.
+    explicit: BTreeSet<String>,
+}
+
+impl Base {
+    /// Membership at the boundary, for the live view: queue (`None`: agent-wide),
+    /// logged in, pause reason when paused.
+    pub fn memberships(&self) -> impl Iterator<Item = (&Option<String>, bool, Option<&String>)> {
+        self.states.iter().map(|(q, (s, reason))| (q, s.logged, if s.paused { reason.as_ref() } else { None }))
+    }
+
+    /// Queues the agent logged into or out of explicitly before the boundary.
+    pub fn explicit_queues(&self) -> &BTreeSet<String> {
+        &self.explicit
+    }
+}
+
+/// Computes an agent's presence counters from `base` (or from the start of
+/// its history) up to `now`.
 ///
-/// `changes` need not be sorted. `inferred_queues` are queues the agent was
-/// seen working in; `inferred_from` is when static members logged in.
+/// `changes` need not be sorted; with a base, they are all at or after
+/// `base.at`. `inferred_queues` are queues the agent was seen working in;
+/// `inferred_from` is when static members logged in (with a base, no
+/// earlier than the base).
 pub fn contribution(
     site: &str,
     agent: &str,
+    base: Option<&Base>,
     changes: &mut [StateChange],
     inferred_queues: &BTreeSet<String>,
     inferred_from: UnixNanos,
     now: UnixNanos,
 ) -> CounterSet {
+    replay(site, agent, base, changes, inferred_queues, inferred_from, now).0
+}
+
+/// Folds an agent's presence at `at` (a quarter-hour start): returns the
+/// contribution of the time before `at`, which is final, and the new base;
+/// `changes` keeps only those at or after `at`.
+pub fn fold(
+    site: &str,
+    agent: &str,
+    base: Option<&Base>,
+    changes: &mut Vec<StateChange>,
+    inferred_queues: &BTreeSet<String>,
+    inferred_from: UnixNanos,
+    at: UnixNanos,
+) -> (CounterSet, Base) {
     changes.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
-    let explicit_global =
-        changes.iter().any(|c| c.queue.is_none() && matches!(c.state, AgentState::Login | AgentState::Logout));
-    let explicit: BTreeSet<&str> = changes
+    let split = changes.partition_point(|c| c.at < at);
+    let before: Vec<StateChange> = changes.drain(..split).collect();
+    let (set, states, reasons) = replay(site, agent, base, &mut before.clone(), inferred_queues, inferred_from, at);
+    let mut explicit_global = base.is_some_and(|b| b.explicit_global);
+    let mut explicit = base.map(|b| b.explicit.clone()).unwrap_or_default();
+    for c in before.iter().filter(|c| matches!(c.state, AgentState::Login | AgentState::Logout)) {
+        match &c.queue {
+            None => explicit_global = true,
+            Some(q) => {
+                explicit.insert(q.clone());
+            }
+        }
+    }
+    let states = states.into_iter().map(|(q, s)| (q.clone(), (s, reasons.get(&q).cloned().flatten()))).collect();
+    (set, Base { at, states, explicit_global, explicit })
+}
+
+type Reasons = BTreeMap<Option<String>, Option<String>>;
+
+fn replay(
+    site: &str,
+    agent: &str,
+    base: Option<&Base>,
+    changes: &mut [StateChange],
+    inferred_queues: &BTreeSet<String>,
+    inferred_from: UnixNanos,
+    until: UnixNanos,
+) -> (CounterSet, BTreeMap<Option<String>, QState>, Reasons) {
+    changes.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+    let explicit_global = base.is_some_and(|b| b.explicit_global)
+        || changes.iter().any(|c| c.queue.is_none() && matches!(c.state, AgentState::Login | AgentState::Logout));
+    let mut explicit: BTreeSet<&str> = changes
         .iter()
         .filter(|c| matches!(c.state, AgentState::Login | AgentState::Logout))
         .filter_map(|c| c.queue.as_deref())
         .collect();
+    if let Some(b) = base {
+        explicit.extend(b.explicit.iter().map(String::as_str));
+    }
 
     let mut states: BTreeMap<Option<String>, QState> = BTreeMap::new();
+    let mut reasons: Reasons = BTreeMap::new();
+    if let Some(b) = base {
+        for (q, (s, r)) in &b.states {
+            states.insert(q.clone(), *s);
+            reasons.insert(q.clone(), r.clone());
+        }
+    }
+    let inferred_from = base.map_or(inferred_from, |b| inferred_from.max(b.at));
     let mut points: Vec<(UnixNanos, Option<&StateChange>, Option<&str>)> = Vec::new();
     if !explicit_global {
         for q in inferred_queues.iter().filter(|q| !explicit.contains(q.as_str())) {
@@ -73,8 +162,8 @@ pub fn contribution(
     points.sort_by_key(|p| p.0);
 
     let mut set = CounterSet::default();
-    let mut prev: Option<UnixNanos> = None;
-    for (t, change, inferred_q) in points {
+    let mut prev: Option<UnixNanos> = base.map(|b| b.at);
+    for (t, change, inferred_q) in points.into_iter().take_while(|p| p.0 < until) {
         if let Some(p) = prev {
             accumulate(&mut set, site, agent, &states, p, t);
         }
@@ -84,12 +173,38 @@ pub fn contribution(
         }
         if let Some(c) = change {
             apply(&mut states, c);
+            note_reason(&mut reasons, &states, c);
         }
     }
     if let Some(p) = prev {
-        accumulate(&mut set, site, agent, &states, p, now);
+        accumulate(&mut set, site, agent, &states, p, until);
     }
-    set
+    (set, states, reasons)
+}
+
+/// Keeps the pause reason of each queue in step with [`apply`] (the live view shows it).
+fn note_reason(reasons: &mut Reasons, states: &BTreeMap<Option<String>, QState>, c: &StateChange) {
+    let reason = if let AgentState::Paused { reason } = &c.state { Some(reason.clone()) } else { None };
+    match (&c.queue, &c.state) {
+        (None, AgentState::Login | AgentState::Logout) => {
+            if matches!(c.state, AgentState::Logout) {
+                reasons.clear();
+            }
+        }
+        (q @ Some(_), AgentState::Login | AgentState::Logout) => {
+            if matches!(c.state, AgentState::Logout) {
+                reasons.remove(q);
+            }
+        }
+        (None, _) => {
+            for q in states.keys() {
+                reasons.insert(q.clone(), reason.clone());
+            }
+        }
+        (q @ Some(_), _) => {
+            reasons.insert(q.clone(), reason);
+        }
+    }
 }
 
 fn apply(states: &mut BTreeMap<Option<String>, QState>, c: &StateChange) {
@@ -136,6 +251,10 @@ fn accumulate(
     }
     let logged: Vec<&QState> = states.values().filter(|s| s.logged).collect();
     let present = !logged.is_empty();
+    if !present {
+        // Nothing to count: don't walk the quarter hours (a span may be long).
+        return;
+    }
     let all_paused = present && logged.iter().all(|s| s.paused);
     let inferred = present && logged.iter().all(|s| s.inferred);
     let mut t = from;
@@ -203,7 +322,7 @@ mod tests {
             ch(170, 2, Some("support"), AgentState::Available),
         ];
         let queues: BTreeSet<String> = ["support".to_owned(), "sales".to_owned()].into();
-        let set = contribution("s", "Bob", &mut changes, &queues, 0, 349 * NANOS_PER_SEC);
+        let set = contribution("s", "Bob", None, &mut changes, &queues, 0, 349 * NANOS_PER_SEC);
         let support = sum(&set, Some("support"));
         assert_eq!(support.member_logged_in_ms, 349_000);
         assert_eq!(support.member_paused_ms, 70_000);
@@ -219,7 +338,7 @@ mod tests {
         let mut changes =
             vec![ch(7, 1, Some("support"), AgentState::Login), ch(261, 2, Some("support"), AgentState::Logout)];
         let queues: BTreeSet<String> = ["support".to_owned()].into();
-        let set = contribution("s", "Carla", &mut changes, &queues, 0, 400 * NANOS_PER_SEC);
+        let set = contribution("s", "Carla", None, &mut changes, &queues, 0, 400 * NANOS_PER_SEC);
         assert_eq!(sum(&set, Some("support")).member_logged_in_ms, 254_000);
         assert_eq!(sum(&set, None).inferred_logged_in_ms, 0);
     }
@@ -233,7 +352,7 @@ mod tests {
             ch(1000, 4, None, AgentState::Available),
             ch(1200, 5, None, AgentState::Logout),
         ];
-        let set = contribution("s", "x", &mut changes, &BTreeSet::new(), 0, 5000 * NANOS_PER_SEC);
+        let set = contribution("s", "x", None, &mut changes, &BTreeSet::new(), 0, 5000 * NANOS_PER_SEC);
         let p = sum(&set, None);
         assert_eq!(p.presence_logged_in_ms, 1_200_000);
         assert_eq!(p.presence_paused_ms, 200_000);

@@ -1,10 +1,12 @@
 //! The incremental KPI engine: events in, primitive counters kept current.
 //!
-//! The engine keeps every call's events, every agent's presence changes and
-//! every caller's contacts. [`Engine::ingest`] only files an event and marks
-//! what it touches as dirty; [`Engine::refresh`] rebuilds each dirty call,
-//! agent and caller from scratch and swaps its old contribution to the
-//! counters for the new one. So:
+//! The engine keeps the open window: the events of calls that may still
+//! change, every agent's presence changes since its last folded boundary,
+//! and the contacts of each caller inside the largest FCR window.
+//! [`Engine::ingest`] only files an event and marks what it touches as
+//! dirty; [`Engine::refresh`] rebuilds each dirty call, agent and caller
+//! from scratch and swaps its old contribution to the counters for the new
+//! one. So:
 //! - the result does not depend on the order in which events arrive;
 //! - a late event (an office that was offline for a day) corrects the
 //!   intervals it belongs to;
@@ -16,6 +18,34 @@
 //! older than a later queue start of its site (Asterisk's QUEUESTART: the
 //! PBX restarted and the call's end will never be logged), is closed as
 //! "unknown end".
+//!
+//! # Sealing
+//! With [`SealConfig`], what can no longer change leaves memory, so that the
+//! engine's size follows the open window, never the history:
+//! - A closed call is sealed once every source that delivered its events
+//!   (and the engine's clock) is `horizon` past its last event. Its
+//!   contribution moves from the live counters to the rollups, and the call
+//!   (record and events) is handed to the host ([`Engine::take_sealed`]),
+//!   which keeps it in its store. A late event for a sealed call is handled
+//!   by the host giving the call's stored events back ([`Engine::unseal`]):
+//!   the old contribution is taken out of the rollups and the call is
+//!   rebuilt with the new event, so "sealed, then late" equals "never
+//!   sealed".
+//! - Agents' presence is folded at the quarter hour `horizon` behind their
+//!   sources' data ([`crate::agent::fold`]): the time before it is final.
+//! - A caller's contact is kept while it can still decide a repeat: until
+//!   its site's data is `fcr_max_window + horizon` past it. Gaps between
+//!   contacts longer than `fcr_max_window` count as "no previous/next
+//!   contact" (they open a new case under any window a report may ask),
+//!   so dropping old contacts changes nothing.
+//!
+//! Exact for late data that arrives within `horizon` of its source's own
+//! data clock (an office that was offline delivers in its own order, so its
+//! backlog is not late in this sense). Beyond that, and documented in
+//! docs/kpis.md: a state change older than its agent's folded boundary
+//! applies from the boundary; an (agent, queue) pair first seen after a
+//! fold is inferred from the boundary, not from the queue start; and a
+//! contact dropped from its caller's window keeps its case facts.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -35,12 +65,90 @@ pub struct EngineConfig {
     /// A call with an open visit or segment and no event for this long is
     /// closed as "unknown end", ns. Default 4 h.
     pub unknown_end_timeout: i64,
+    /// Sealing of what can no longer change; `None` keeps everything in
+    /// memory (offline analysis of a file).
+    pub seal: Option<SealConfig>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { unknown_end_timeout: 4 * 3600 * NANOS_PER_SEC }
+        Self { unknown_end_timeout: 4 * 3600 * NANOS_PER_SEC, seal: None }
     }
+}
+
+/// How the engine seals (see the module documentation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealConfig {
+    /// How far every source's data must be past a closed call's last event
+    /// (and past an agent's fold boundary) before it is final, ns.
+    pub horizon: i64,
+    /// The largest FCR window a report may ask for, ns: caller contacts are
+    /// kept this long (plus the horizon), and longer gaps count as none.
+    pub fcr_max_window: i64,
+    /// Keep the sealed contributions in memory too, so that
+    /// [`Engine::report`] covers them (tests, small offline runs). A host
+    /// with its own rollup store leaves this off and reads
+    /// [`Engine::take_sealed`].
+    pub rollups_in_memory: bool,
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        Self {
+            horizon: 4 * 3600 * NANOS_PER_SEC,
+            fcr_max_window: 7 * 24 * 3600 * NANOS_PER_SEC,
+            rollups_in_memory: false,
+        }
+    }
+}
+
+/// What a refresh sealed, for the host to store: the calls that left
+/// memory and the change to the rollups (sealed contributions added,
+/// unsealed ones subtracted).
+#[derive(Debug, Default)]
+pub struct Sealed {
+    /// Calls sealed, with every event they were rebuilt from.
+    pub calls: Vec<SealedCall>,
+    /// Calls taken back into the open window by [`Engine::unseal`]: (site,
+    /// call id, first event time of the record they were sealed as).
+    pub unsealed: Vec<(String, String, UnixNanos)>,
+    /// To add to the rollups.
+    pub delta: CounterSet,
+    /// Contacts of sealed calls that left their caller's window, with the
+    /// neighbours their case cell was computed against: the host keeps
+    /// them with the call and gives them back to [`Engine::unseal`].
+    pub evicted: Vec<EvictedContact>,
+}
+
+/// Start of a contact's previous and next contact from the same caller,
+/// as its case cell was computed.
+pub type Neighbours = (Option<UnixNanos>, Option<UnixNanos>);
+
+/// A contact that left its caller's window ([`Sealed::evicted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvictedContact {
+    /// Site of the call.
+    pub site: String,
+    /// PBX call id.
+    pub call_id: String,
+    /// Its neighbours when it left.
+    pub neighbours: Neighbours,
+}
+
+impl Sealed {
+    /// Nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty() && self.unsealed.is_empty() && self.delta.0.is_empty() && self.evicted.is_empty()
+    }
+}
+
+/// One sealed call.
+#[derive(Debug)]
+pub struct SealedCall {
+    /// Its final record (closed).
+    pub record: CallRecord,
+    /// The events it was rebuilt from, sorted.
+    pub events: Vec<Event>,
 }
 
 type CallKey = (String, String);
@@ -54,6 +162,12 @@ struct CallState {
     record: Option<CallRecord>,
     /// Caller index entry: (caller key, contact start).
     contact: Option<(CallerKey, UnixNanos)>,
+    /// Unsealed after its contact left the caller's window: the contact's
+    /// case cell is kept with the call, against the neighbours it had then
+    /// (previous and next contact start), and the caller index is not
+    /// touched. `None` inside: the neighbours are unknown, so the case
+    /// facts stay as they were sealed.
+    frozen: Option<Option<Neighbours>>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +177,14 @@ struct AgentLog {
     /// agent's history quadratic (45 % of the aggregator's CPU at 3.4 M events).
     ids: HashSet<EventId>,
     contribution: CounterSet,
+    /// Presence folded so far: `changes` are all at or after `base.at`.
+    base: Option<agent::Base>,
+    /// Collecting agents that delivered its changes (their data clocks
+    /// decide when presence is final).
+    sources: BTreeSet<String>,
+    /// Highest seq folded per collecting agent: a change at or below it,
+    /// before the boundary, was seen already.
+    folded_seq: HashMap<String, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +204,9 @@ struct CallerLog {
     /// Contacts by (start, call id).
     contacts: BTreeMap<(UnixNanos, String), Contact>,
     contribution: CounterSet,
+    /// Start of the latest contact dropped from the window (the previous
+    /// contact of the first one kept).
+    evicted: Option<UnixNanos>,
 }
 
 /// The KPI engine. See the module documentation.
@@ -117,9 +242,17 @@ pub struct Engine {
     duplicates: u64,
     events: u64,
     /// Input is over: set by a refresh that closed everything.
-    sealed: bool,
+    input_ended: bool,
     /// Clock of the last refresh.
     last_refresh: Option<UnixNanos>,
+    /// Latest KPI time delivered by each collecting agent (its data clock).
+    source_clock: HashMap<String, UnixNanos>,
+    /// Sealed since the last [`Engine::take_sealed`].
+    pending: Sealed,
+    /// Sealed contributions, with [`SealConfig::rollups_in_memory`].
+    rollups: CounterSet,
+    /// State changes filed before their agent's folded boundary.
+    late_presence: u64,
 }
 
 impl Engine {
@@ -138,16 +271,38 @@ impl Engine {
                 self.site_clock.insert(ev.site.clone(), t);
             }
         }
+        match self.source_clock.get_mut(&ev.id.agent_id) {
+            Some(c) => *c = (*c).max(t),
+            None => {
+                self.source_clock.insert(ev.id.agent_id.clone(), t);
+            }
+        }
         let site = ev.site.clone();
         match &ev.kind {
             EventKind::AgentState { agent, queue, state } => {
                 let key = (site, agent.clone());
                 let log = self.agents.entry(key.clone()).or_default();
-                if !log.ids.insert(ev.id.clone()) {
+                let refolded = log.base.as_ref().is_some_and(|b| t < b.at)
+                    && log.folded_seq.get(&ev.id.agent_id).is_some_and(|m| ev.id.seq <= *m);
+                // A change delivered again after it was folded is known by its
+                // seq: a collector's sequence only grows, so nothing below the
+                // highest folded one is new.
+                if refolded || !log.ids.insert(ev.id.clone()) {
                     self.duplicates += 1;
                     return false;
                 }
-                log.changes.push(StateChange { at: t, id: ev.id, queue: queue.clone(), state: state.clone() });
+                // Before the folded boundary, the change can only apply from it.
+                let at = match &log.base {
+                    Some(b) if t < b.at => {
+                        self.late_presence += 1;
+                        b.at
+                    }
+                    _ => t,
+                };
+                if !log.sources.contains(&ev.id.agent_id) {
+                    log.sources.insert(ev.id.agent_id.clone());
+                }
+                log.changes.push(StateChange { at, id: ev.id, queue: queue.clone(), state: state.clone() });
                 self.dirty_agents.insert(key);
             }
             EventKind::QueueStart => {
@@ -233,7 +388,7 @@ impl Engine {
             .collect();
         self.dirty_calls.extend(expired);
 
-        self.sealed = close_all;
+        self.input_ended = close_all;
         let dirty: Vec<CallKey> = self.dirty_calls.drain().collect();
         for key in dirty {
             self.rebuild_call(&key, now, close_all);
@@ -252,6 +407,228 @@ impl Engine {
         }
         for key in agents {
             self.rebuild_agent(&key, now);
+        }
+        if let Some(seal) = self.cfg.seal.clone() {
+            self.seal_calls(now, &seal);
+            self.evict_contacts(now, &seal);
+            self.fold_agents(now, &seal);
+        }
+    }
+
+    /// Moves closed calls whose sources are all `horizon` past them out of memory.
+    fn seal_calls(&mut self, now: UnixNanos, cfg: &SealConfig) {
+        let h = cfg.horizon;
+        let clocks = &self.source_clock;
+        let ready: Vec<CallKey> = self
+            .calls
+            .iter()
+            .filter(|(_, st)| {
+                st.record.as_ref().is_some_and(|r| {
+                    !r.open
+                        && now.saturating_sub(r.last) >= h
+                        && st
+                            .events
+                            .iter()
+                            .all(|e| clocks.get(&e.id.agent_id).is_some_and(|c| c.saturating_sub(r.last) >= h))
+                })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in ready {
+            let Some(mut st) = self.calls.remove(&key) else { continue };
+            let Some(record) = st.record.take() else { continue };
+            self.store.add(&st.contribution, -1);
+            self.add_sealed(&st.contribution, 1);
+            self.calls_by_start.remove(&(record.first, key.0.clone(), key.1.clone()));
+            if let Some(sites) = self.call_sites.get_mut(&key.1) {
+                sites.retain(|s| s != &key.0);
+                if sites.is_empty() {
+                    self.call_sites.remove(&key.1);
+                }
+            }
+            self.open_calls.remove(&key);
+            // Its contact stays in the caller's window; the call itself is the host's now.
+            self.pending.calls.push(SealedCall { record, events: std::mem::take(&mut st.events) });
+        }
+    }
+
+    /// Drops contacts that can no longer decide a repeat: their cells are final.
+    fn evict_contacts(&mut self, now: UnixNanos, cfg: &SealConfig) {
+        let max_window = Some(cfg.fcr_max_window);
+        // A call still open joins its caller's contacts when it closes: the
+        // contacts it may follow stay until then.
+        let mut open_start: HashMap<&str, UnixNanos> = HashMap::new();
+        for key in &self.open_calls {
+            if let Some(r) = self.calls.get(key).and_then(|c| c.record.as_ref()) {
+                let e = open_start.entry(key.0.as_str()).or_insert(i64::MAX);
+                *e = (*e).min(r.contact_start());
+            }
+        }
+        let mut emptied = Vec::new();
+        let mut sealed = CounterSet::default();
+        for (ck, log) in &mut self.callers {
+            let clock = self.site_clock.get(&ck.0).copied().unwrap_or(now).min(now);
+            let cutoff = clock
+                .saturating_sub(cfg.horizon)
+                .min(open_start.get(ck.0.as_str()).copied().unwrap_or(i64::MAX))
+                .saturating_sub(cfg.fcr_max_window);
+            loop {
+                let mut it = log.contacts.iter();
+                let Some(((start, call_id), c)) = it.next() else { break };
+                // A contact whose call is still in memory may yet move.
+                if *start >= cutoff || self.calls.contains_key(&(ck.0.clone(), call_id.clone())) {
+                    break;
+                }
+                let next = it.next().map(|((n, _), _)| *n);
+                let cell = contact_cell(ck, *start, c, log.evicted, next, max_window);
+                self.pending.evicted.push(EvictedContact {
+                    site: ck.0.clone(),
+                    call_id: call_id.clone(),
+                    neighbours: (log.evicted, next),
+                });
+                log.contribution.add(&cell, -1);
+                self.store.add(&cell, -1);
+                sealed.add(&cell, 1);
+                let start = *start;
+                let call_id = call_id.clone();
+                log.evicted = Some(start);
+                log.contacts.remove(&(start, call_id));
+            }
+            // Any contact still to come starts after cutoff + window: too
+            // far from the dropped ones to be their repeat.
+            if log.contacts.is_empty() && log.evicted.is_none_or(|e| e < cutoff) {
+                emptied.push(ck.clone());
+            }
+        }
+        for ck in emptied {
+            self.callers.remove(&ck);
+        }
+        self.add_sealed(&sealed, 1);
+    }
+
+    /// Folds each agent's presence at the quarter hour `horizon` behind its sources.
+    fn fold_agents(&mut self, now: UnixNanos, cfg: &SealConfig) {
+        let keys: Vec<AgentKey> = self.agents.keys().cloned().collect();
+        for key in keys {
+            let Some(log) = self.agents.get(&key) else { continue };
+            let site_clock = self.site_clock.get(&key.0).copied().unwrap_or(now).min(now);
+            let clock = log.sources.iter().filter_map(|a| self.source_clock.get(a).copied()).fold(site_clock, i64::min);
+            let at = bucket_of(clock.saturating_sub(cfg.horizon));
+            if log.base.as_ref().is_some_and(|b| b.at >= at) {
+                continue;
+            }
+            let queues: BTreeSet<String> =
+                self.agent_queues.get(&key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            let from = self.queue_start.get(&key.0).copied().or(self.first).unwrap_or(now);
+            if log.base.is_none() && log.changes.iter().all(|c| c.at >= at) && (queues.is_empty() || from >= at) {
+                // Nothing before the boundary yet.
+                continue;
+            }
+            let Some(log) = self.agents.get_mut(&key) else { continue };
+            let before = log.changes.len();
+            let (pre, base) = agent::fold(&key.0, &key.1, log.base.as_ref(), &mut log.changes, &queues, from, at);
+            // The folded changes' ids are no longer needed for de-duplication:
+            // a re-delivered one is recognised by its seq (see `ingest`).
+            if log.changes.len() < before {
+                let kept: HashSet<&EventId> = log.changes.iter().map(|c| &c.id).collect();
+                for id in log.ids.iter().filter(|id| !kept.contains(id)) {
+                    let m = log.folded_seq.entry(id.agent_id.clone()).or_insert(0);
+                    *m = (*m).max(id.seq);
+                }
+                log.ids.retain(|id| kept.contains(id));
+            }
+            log.base = Some(base);
+            log.contribution.add(&pre, -1);
+            self.store.add(&pre, -1);
+            self.add_sealed(&pre, 1);
+            self.rebuild_agent(&key, now);
+        }
+    }
+
+    fn add_sealed(&mut self, set: &CounterSet, sign: i64) {
+        if set.0.is_empty() {
+            return;
+        }
+        self.pending.delta.add(set, sign);
+        if self.cfg.seal.as_ref().is_some_and(|s| s.rollups_in_memory) {
+            self.rollups.add(set, sign);
+        }
+    }
+
+    /// What was sealed (and unsealed) since the last call: the host stores
+    /// the calls and adds the delta to its rollups.
+    pub fn take_sealed(&mut self) -> Sealed {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Sealed contributions kept in memory ([`SealConfig::rollups_in_memory`]).
+    pub fn rollups(&self) -> &CounterSet {
+        &self.rollups
+    }
+
+    /// Whether a call is in the open window (not sealed, or never seen).
+    pub fn has_call(&self, site: &str, call_id: &str) -> bool {
+        self.calls.contains_key(&(site.to_owned(), call_id.to_owned()))
+    }
+
+    /// Takes a sealed call back into the open window, from every event it
+    /// was sealed with, before a late event of it is filed: its sealed
+    /// contribution leaves the rollups (see [`Sealed::delta`]) and the
+    /// next refresh rebuilds it. `evicted` gives back what
+    /// [`Sealed::evicted`] said of its contact, if it left its caller's
+    /// window. Returns false when `events` is empty or the call is already
+    /// open.
+    pub fn unseal(&mut self, mut events: Vec<Event>, evicted: Option<Neighbours>) -> bool {
+        let Some(first) = events.first() else { return false };
+        let key = (first.site.clone(), first.call_id.clone());
+        if self.calls.contains_key(&key) {
+            return false;
+        }
+        // Sealed calls were closed: rebuilt closed, they give what was sealed.
+        let rec = CallRecord::build(&mut events, true);
+        let mut contribution = rec.contribution();
+        let contact = contact_of(&rec);
+        let in_window = contact.as_ref().is_some_and(|(ck, start, _)| {
+            self.callers.get(ck).is_some_and(|l| l.contacts.contains_key(&(*start, key.1.clone())))
+        });
+        let frozen = if in_window || contact.is_none() {
+            None
+        } else {
+            // Its case cell is in the rollups: it leaves with the call.
+            if let (Some(n), Some((ck, start, c))) = (evicted, contact.as_ref()) {
+                let max_window = self.cfg.seal.as_ref().map(|s| s.fcr_max_window);
+                contribution.add(&contact_cell(ck, *start, c, n.0, n.1, max_window), 1);
+            }
+            Some(evicted)
+        };
+        self.add_sealed(&contribution, -1);
+        self.store.add(&contribution, 1);
+        self.calls_by_start.insert((rec.first, key.0.clone(), key.1.clone()));
+        self.call_sites.entry(key.1.clone()).or_default().push(key.0.clone());
+        self.pending.unsealed.push((key.0.clone(), key.1.clone(), rec.first));
+        let st = CallState {
+            events,
+            contribution,
+            record: Some(rec),
+            contact: if frozen.is_some() { None } else { contact.map(|(ck, start, _)| (ck, start)) },
+            frozen,
+        };
+        self.calls.insert(key.clone(), st);
+        self.dirty_calls.insert(key);
+        true
+    }
+
+    /// Size of the open window, for metrics and tests.
+    pub fn window(&self) -> Window {
+        Window {
+            calls: self.calls.len(),
+            events: self.calls.values().map(|c| c.events.len()).sum(),
+            agents: self.agents.len(),
+            agent_changes: self.agents.values().map(|a| a.changes.len()).sum(),
+            callers: self.callers.len(),
+            contacts: self.callers.values().map(|c| c.contacts.len()).sum(),
+            cells: self.store.0.len(),
+            late_presence: self.late_presence,
         }
     }
 
@@ -306,7 +683,17 @@ impl Engine {
             self.dirty_agents.insert(k);
         }
 
-        // Caller index for FCR and cases.
+        // Caller index for FCR and cases; a frozen contact's cell goes with the call.
+        if let Some(frozen) = st.frozen {
+            if let (Some(n), Some((ck, start, c))) = (frozen, contact_of(&rec)) {
+                let max_window = self.cfg.seal.as_ref().map(|s| s.fcr_max_window);
+                let cell = contact_cell(&ck, start, &c, n.0, n.1, max_window);
+                self.store.add(&cell, 1);
+                st.contribution.add(&cell, 1);
+            }
+            st.record = Some(rec);
+            return;
+        }
         let contact = contact_of(&rec);
         let old = st.contact.take();
         if let Some((ck, start)) = &old {
@@ -324,42 +711,21 @@ impl Engine {
     }
 
     fn rebuild_caller(&mut self, key: &CallerKey) {
+        let max_window = self.cfg.seal.as_ref().map(|s| s.fcr_max_window);
         let Some(log) = self.callers.get_mut(key) else { return };
         let mut set = CounterSet::default();
         let starts: Vec<UnixNanos> = log.contacts.keys().map(|(s, _)| *s).collect();
         for (i, ((start, _), c)) in log.contacts.iter().enumerate() {
-            let fine = FineKey {
-                bucket: bucket_of(*start),
-                site: key.0.clone(),
-                queue: c.queue.clone(),
-                agent: c.agent.clone(),
-                did: c.did.clone(),
-                trunk: None,
-            };
-            if key.1.starts_with(WITHHELD) {
-                set.cell(fine).withheld_contacts += 1;
-                continue;
-            }
-            let gap = |a: UnixNanos, b: UnixNanos| u64::try_from((b - a).max(0) / NANOS_PER_MS).unwrap_or(0);
-            let prev = i.checked_sub(1).map(|j| gap(starts[j], *start));
-            let next = starts.get(i + 1).map(|n| gap(*start, *n));
-            let ck = CaseKey {
-                prev_gap_s: prev.map_or(CaseCell::NONE, |ms| ms.div_ceil(1000)),
-                next_gap_s: next.map_or(CaseCell::NONE, |ms| ms.div_ceil(1000)),
-                handled: c.handled,
-                transferred: c.transferred,
-                disposition: c.disposition,
-            };
-            let cell = set.cell(fine).cases.entry(ck).or_default();
-            cell.contacts += 1;
-            cell.treatment_ms += i64::try_from(c.treatment_ms).unwrap_or(i64::MAX);
-            cell.duration_ms += (c.end - start).max(0) / NANOS_PER_MS;
-            cell.prev_gap_ms += i64::try_from(prev.unwrap_or(0)).unwrap_or(i64::MAX);
+            let prev = i.checked_sub(1).map(|j| starts[j]).or(log.evicted);
+            let next = starts.get(i + 1).copied();
+            set.add(&contact_cell(key, *start, c, prev, next, max_window), 1);
         }
         self.store.add(&log.contribution, -1);
         self.store.add(&set, 1);
         log.contribution = set;
-        if log.contacts.is_empty() {
+        // An emptied log still holds the start of its last dropped contact
+        // (the previous contact of whatever comes next): eviction removes it.
+        if log.contacts.is_empty() && log.evicted.is_none() {
             self.callers.remove(key);
         }
     }
@@ -372,7 +738,7 @@ impl Engine {
         // Presence runs to the site's latest event (at most `now`): data, not
         // the wall clock, decides it, so offline and live agree.
         let until = self.site_clock.get(&key.0).copied().unwrap_or(now).min(now);
-        let set = agent::contribution(&key.0, &key.1, &mut log.changes, &queues, from, until);
+        let set = agent::contribution(&key.0, &key.1, log.base.as_ref(), &mut log.changes, &queues, from, until);
         self.store.add(&log.contribution, -1);
         self.store.add(&set, 1);
         log.contribution = set;
@@ -439,10 +805,37 @@ impl Engine {
     /// # Errors
     /// When the report's time zone is unknown.
     pub fn report(&self, params: &KpiParams, watermarks: &[Watermark]) -> Result<Report, String> {
-        // "Now" is what the last refresh was told (the wall clock, live), and
-        // at least the latest event time (offline).
+        let sets: Vec<&CounterSet> = if self.cfg.seal.as_ref().is_some_and(|s| s.rollups_in_memory) {
+            vec![&self.rollups, &self.store]
+        } else {
+            vec![&self.store]
+        };
+        self.report_with(&sets, params, watermarks)
+    }
+
+    /// Builds report rows from `sets` (rollups the host read for the
+    /// report's range, and [`Engine::counters`]), with this engine's clock.
+    ///
+    /// # Errors
+    /// When the report's time zone is unknown, or its FCR window is longer
+    /// than the engine keeps callers for.
+    pub fn report_with(
+        &self,
+        sets: &[&CounterSet],
+        params: &KpiParams,
+        watermarks: &[Watermark],
+    ) -> Result<Report, String> {
         let now = self.clock.unwrap_or(0).max(self.last_refresh.unwrap_or(i64::MIN));
-        report::build(&self.store, params, now, self.first.unwrap_or(now), self.sealed, watermarks)
+        if let Some(seal) = &self.cfg.seal {
+            let max_s = u64::try_from(seal.fcr_max_window / NANOS_PER_SEC).unwrap_or(0);
+            if params.fcr_window_s > max_s {
+                return Err(format!(
+                    "FCR window of {} s is longer than the {} s this engine keeps callers for (fcr_max_window)",
+                    params.fcr_window_s, max_s
+                ));
+            }
+        }
+        report::build(sets, params, now, self.first.unwrap_or(now), self.input_ended, watermarks)
     }
 
     /// Live view as of the last refresh: callers waiting per queue and what
@@ -453,9 +846,11 @@ impl Engine {
         let mut keys: BTreeSet<&AgentKey> = self.agents.keys().collect();
         keys.extend(self.agent_queues.keys());
         let agents = keys.into_iter().map(|k| {
-            let changes = self.agents.get(k).map_or(&[][..], |l| l.changes.as_slice());
+            let log = self.agents.get(k);
+            let changes = log.map_or(&[][..], |l| l.changes.as_slice());
+            let base = log.and_then(|l| l.base.as_ref());
             let inferred = self.agent_queues.get(k).map(|m| m.keys().cloned().collect()).unwrap_or_default();
-            (k.0.as_str(), k.1.as_str(), changes, inferred)
+            (k.0.as_str(), k.1.as_str(), base, changes, inferred)
         });
         crate::live::build(open, agents, now)
     }
@@ -518,6 +913,77 @@ fn contact_of(r: &CallRecord) -> Option<(CallerKey, UnixNanos, Contact)> {
     // look like repeats, and are counted apart from cases.
     let number = number.unwrap_or_else(|| format!("{WITHHELD}{}", r.call_id));
     Some(((r.site.clone(), number), r.contact_start(), contact))
+}
+
+/// Size of the engine's open window ([`Engine::window`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Calls in memory.
+    pub calls: usize,
+    /// Their events.
+    pub events: usize,
+    /// Agents with a presence log.
+    pub agents: usize,
+    /// Presence changes since their agents' folded boundaries.
+    pub agent_changes: usize,
+    /// Callers with contacts in the window.
+    pub callers: usize,
+    /// Their contacts.
+    pub contacts: usize,
+    /// Live counter cells (the open window's contribution).
+    pub cells: usize,
+    /// State changes filed before their agent's folded boundary (applied from it).
+    pub late_presence: u64,
+}
+
+/// One contact's case cell: its gaps to the caller's previous and next
+/// contacts decide, for the window a report asks, whether it opens or
+/// closes a case. Gaps longer than `max_window` count as none: no report
+/// may ask for a longer window, so they open and close cases alike, and
+/// contacts that far apart need not be kept together.
+fn contact_cell(
+    key: &CallerKey,
+    start: UnixNanos,
+    c: &Contact,
+    prev: Option<UnixNanos>,
+    next: Option<UnixNanos>,
+    max_window: Option<i64>,
+) -> CounterSet {
+    let mut set = CounterSet::default();
+    let fine = FineKey {
+        bucket: bucket_of(start),
+        site: key.0.clone(),
+        queue: c.queue.clone(),
+        agent: c.agent.clone(),
+        did: c.did.clone(),
+        trunk: None,
+    };
+    if key.1.starts_with(WITHHELD) {
+        set.cell(fine).withheld_contacts += 1;
+        return set;
+    }
+    let gap = |a: UnixNanos, b: UnixNanos| {
+        let ns = (b - a).max(0);
+        if max_window.is_some_and(|w| ns > w) {
+            return None;
+        }
+        Some(u64::try_from(ns / NANOS_PER_MS).unwrap_or(0))
+    };
+    let prev = prev.and_then(|p| gap(p, start));
+    let next = next.and_then(|n| gap(start, n));
+    let ck = CaseKey {
+        prev_gap_s: prev.map_or(CaseCell::NONE, |ms| ms.div_ceil(1000)),
+        next_gap_s: next.map_or(CaseCell::NONE, |ms| ms.div_ceil(1000)),
+        handled: c.handled,
+        transferred: c.transferred,
+        disposition: c.disposition,
+    };
+    let cell = set.cell(fine).cases.entry(ck).or_default();
+    cell.contacts += 1;
+    cell.treatment_ms += i64::try_from(c.treatment_ms).unwrap_or(i64::MAX);
+    cell.duration_ms += (c.end - start).max(0) / NANOS_PER_MS;
+    cell.prev_gap_ms += i64::try_from(prev.unwrap_or(0)).unwrap_or(i64::MAX);
+    set
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::agent::StateChange;
+use crate::agent::{Base, StateChange};
 use crate::call::CallRecord;
 use crate::event::{AgentState, UnixNanos};
 
@@ -73,7 +73,7 @@ type Membership = (bool, Option<String>);
 /// and queues it was seen working in (static members).
 pub(crate) fn build<'a>(
     open_calls: impl Iterator<Item = &'a CallRecord>,
-    agents: impl Iterator<Item = (&'a str, &'a str, &'a [StateChange], BTreeSet<String>)>,
+    agents: impl Iterator<Item = (&'a str, &'a str, Option<&'a Base>, &'a [StateChange], BTreeSet<String>)>,
     now: UnixNanos,
 ) -> (Vec<LiveQueue>, Vec<LiveAgent>) {
     let mut queues: BTreeMap<String, LiveQueue> = BTreeMap::new();
@@ -96,14 +96,21 @@ pub(crate) fn build<'a>(
         }
     }
     let mut out = Vec::new();
-    for (site, agent, changes, inferred) in agents {
+    for (site, agent, base, changes, inferred) in agents {
         let mut sorted: Vec<&StateChange> = changes.iter().collect();
         sorted.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
         // Per queue: logged in, paused (with reason). Inferred static members start logged in.
         let mut member: BTreeMap<Option<String>, Membership> = BTreeMap::new();
-        let explicit: BTreeSet<&str> = sorted.iter().filter_map(|c| c.queue.as_deref()).collect();
+        let mut explicit: BTreeSet<&str> = sorted.iter().filter_map(|c| c.queue.as_deref()).collect();
+        if let Some(b) = base {
+            // State at the folded boundary, then what changed since.
+            for (q, logged, reason) in b.memberships() {
+                member.insert(q.clone(), (logged, reason.cloned()));
+            }
+            explicit.extend(b.explicit_queues().iter().map(String::as_str));
+        }
         for q in inferred.iter().filter(|q| !explicit.contains(q.as_str())) {
-            member.insert(Some(q.clone()), (true, None));
+            member.entry(Some(q.clone())).or_insert((true, None));
         }
         for c in sorted.iter().filter(|c| c.at <= now) {
             match (&c.queue, &c.state) {

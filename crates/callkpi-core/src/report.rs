@@ -191,7 +191,7 @@ fn project(k: &FineKey, by: &[GroupBy]) -> GroupKey {
 /// # Errors
 /// When the time zone is unknown.
 pub fn build(
-    store: &CounterSet,
+    stores: &[&CounterSet],
     params: &KpiParams,
     now: UnixNanos,
     first: UnixNanos,
@@ -203,12 +203,19 @@ pub fn build(
     let to = params.to.unwrap_or(now.saturating_add(1));
     let mut rows: BTreeMap<(UnixNanos, GroupKey), (Counters, BTreeSet<String>)> = BTreeMap::new();
     let by_queue = params.group_by.contains(&GroupBy::Queue);
-    for (k, c) in &store.0 {
-        // A bucket belongs to the range if it overlaps it; buckets are
-        // quarter hours, so ranges should start and end on one.
-        if k.bucket + crate::time::BUCKET_NS <= from || k.bucket >= to {
-            continue;
-        }
+    // A bucket belongs to the range if it overlaps it; buckets are quarter
+    // hours, so ranges should start and end on one. Cells are ordered by
+    // bucket first: only the range's are visited.
+    let lowest = FineKey {
+        bucket: from.saturating_sub(crate::time::BUCKET_NS).saturating_add(1),
+        site: String::new(),
+        queue: None,
+        agent: None,
+        did: None,
+        trunk: None,
+    };
+    let cells = stores.iter().flat_map(|s| s.0.range(lowest.clone()..).take_while(|(k, _)| k.bucket < to));
+    for (k, c) in cells {
         let start = if params.interval == Interval::All {
             from
         } else {

@@ -410,7 +410,7 @@ fn outbound_asr_ner() {
 fn call_without_exit_is_unknown_end_not_dropped() {
     let mut s = Script::new();
     s.join(0.0, "c", "q", "0611");
-    let mut e = Engine::new(EngineConfig { unknown_end_timeout: 3600 * NANOS_PER_SEC });
+    let mut e = Engine::new(EngineConfig { unknown_end_timeout: 3600 * NANOS_PER_SEC, ..EngineConfig::default() });
     for ev in &s.events {
         e.ingest(ev.clone());
     }
