@@ -15,12 +15,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::counters::{CounterSet, Counters, FineKey};
 use crate::event::{AgentState, EventId, NANOS_PER_MS, UnixNanos};
 use crate::time::{BUCKET_NS, bucket_of};
 
 /// One recorded presence change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateChange {
     /// When.
     pub at: UnixNanos,
@@ -32,7 +34,7 @@ pub struct StateChange {
     pub state: AgentState,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct QState {
     logged: bool,
     paused: bool,
@@ -44,7 +46,7 @@ struct QState {
 /// ever logged in or out explicitly, which decides inferred membership).
 /// Presence before `at` is final and lives in rollups; only changes from
 /// `at` on are replayed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Base {
     /// The boundary (a quarter-hour start).
     pub at: UnixNanos,

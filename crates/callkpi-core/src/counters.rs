@@ -13,11 +13,13 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::UnixNanos;
 
 /// Identity of a counter cell. `None` means "not applicable" (a call that no
 /// agent answered has no agent), not "all".
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FineKey {
     /// UTC quarter hour ([`crate::time::bucket_of`]).
     pub bucket: UnixNanos,
@@ -34,7 +36,7 @@ pub struct FineKey {
 }
 
 /// A count and an exact sum of milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountSum {
     /// How many.
     pub n: i64,
@@ -50,7 +52,7 @@ impl CountSum {
 }
 
 /// Sparse histogram of durations by whole seconds rounded up.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hist(pub BTreeMap<u64, CountSum>);
 
 impl Hist {
@@ -116,7 +118,7 @@ impl Hist {
 /// decide, for a window W chosen at query time, whether it opens a case
 /// (previous gap > W) and whether it is the last contact of its case
 /// (next gap > W).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CaseKey {
     /// Seconds since the caller's previous contact, or [`CaseCell::NONE`].
     pub prev_gap_s: u64,
@@ -131,7 +133,7 @@ pub struct CaseKey {
 }
 
 /// Sums for contacts sharing a [`CaseKey`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseCell {
     /// Contacts.
     pub contacts: i64,
@@ -149,32 +151,45 @@ impl CaseCell {
 }
 
 /// All primitive counters of one cell. Field docs say what one unit is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     // --- queue visits, counted where the caller entered the queue ---
     /// Queue entries (including callers refused as full / join-empty).
+    #[serde(skip_serializing_if = "is_zero")]
     pub entered: i64,
     /// Waits of answered visits (entry to answer, ring time included).
+    #[serde(skip_serializing_if = "Hist::is_zero")]
     pub answered_wait: Hist,
     /// Waits of abandoned visits (short ones included; the threshold is a query parameter).
+    #[serde(skip_serializing_if = "Hist::is_zero")]
     pub abandoned_wait: Hist,
     /// Waits of visits that left otherwise (timeout, key, empty, full, ...).
+    #[serde(skip_serializing_if = "Hist::is_zero")]
     pub other_wait: Hist,
     /// Exits on timeout.
+    #[serde(skip_serializing_if = "is_zero")]
     pub timed_out: i64,
     /// Exits with a key.
+    #[serde(skip_serializing_if = "is_zero")]
     pub exit_with_key: i64,
     /// Exits because the queue emptied.
+    #[serde(skip_serializing_if = "is_zero")]
     pub leave_empty: i64,
     /// Refused: queue full.
+    #[serde(skip_serializing_if = "is_zero")]
     pub full: i64,
     /// Refused: no agents at join.
+    #[serde(skip_serializing_if = "is_zero")]
     pub join_empty: i64,
     /// Transferred away before answer.
+    #[serde(skip_serializing_if = "is_zero")]
     pub transferred_unanswered: i64,
     /// Left without the source saying why.
+    #[serde(skip_serializing_if = "is_zero")]
     pub left_unspecified: i64,
     /// Closed by the engine's timeout: no exit event ever arrived.
+    #[serde(skip_serializing_if = "is_zero")]
     pub unknown_end: i64,
 
     // --- handling, counted where the handling ended ---
@@ -182,89 +197,129 @@ pub struct Counters {
     /// plus segments answered from a queue whose entry was not seen (input
     /// starting mid-call). A visit whose only conversations were closed by
     /// timeout is not counted: its handle time is unknown.
+    #[serde(skip_serializing_if = "is_zero")]
     pub handled_visits: i64,
     /// Agent segments that ended with a hang-up or a transfer (one per agent
     /// per conversation); those closed by timeout are `segments_unknown_end`.
+    #[serde(skip_serializing_if = "is_zero")]
     pub handled_segments: i64,
     /// Segments for which after-call work was reported.
+    #[serde(skip_serializing_if = "is_zero")]
     pub wrap_segments: i64,
     /// Talk time (hold excluded), ms.
+    #[serde(skip_serializing_if = "is_zero")]
     pub talk_ms: i64,
     /// Customer hold time, ms.
+    #[serde(skip_serializing_if = "is_zero")]
     pub hold_ms: i64,
     /// After-call work, ms.
+    #[serde(skip_serializing_if = "is_zero")]
     pub wrap_ms: i64,
     /// Hold episodes.
+    #[serde(skip_serializing_if = "is_zero")]
     pub holds: i64,
     /// Transfers made by agents.
+    #[serde(skip_serializing_if = "is_zero")]
     pub transfers: i64,
     /// Of which blind.
+    #[serde(skip_serializing_if = "is_zero")]
     pub transfers_blind: i64,
     /// Segments whose end was never seen (closed by timeout): not handled
     /// calls, and their talk, hold and wrap-up are not in the sums above.
+    #[serde(skip_serializing_if = "is_zero")]
     pub segments_unknown_end: i64,
 
     // --- agent time, spread over the quarter hours it covers ---
     /// Busy time (talk + hold + wrap-up) in this quarter hour, ms.
+    #[serde(skip_serializing_if = "is_zero")]
     pub busy_ms: i64,
     /// Logged-in time as a member of this cell's queue, ms (cells with a queue).
+    #[serde(skip_serializing_if = "is_zero")]
     pub member_logged_in_ms: i64,
     /// Paused time as a member of this cell's queue, ms.
+    #[serde(skip_serializing_if = "is_zero")]
     pub member_paused_ms: i64,
     /// Logged-in time in at least one queue, ms (cells without a queue).
+    #[serde(skip_serializing_if = "is_zero")]
     pub presence_logged_in_ms: i64,
     /// Time paused in every queue the agent was logged into, ms.
+    #[serde(skip_serializing_if = "is_zero")]
     pub presence_paused_ms: i64,
     /// Logged-in time that was inferred (static member, no login event), ms.
+    #[serde(skip_serializing_if = "is_zero")]
     pub inferred_logged_in_ms: i64,
 
     // --- offers to agents ---
     /// Offers not answered by the agent (ring no answer, reject).
+    #[serde(skip_serializing_if = "is_zero")]
     pub missed_offers: i64,
     /// Ring time of missed offers, ms.
+    #[serde(skip_serializing_if = "is_zero")]
     pub missed_ring_ms: i64,
     /// Rings cancelled because the caller left or another agent answered.
+    #[serde(skip_serializing_if = "is_zero")]
     pub ring_canceled: i64,
 
     // --- outbound ---
     /// Outbound attempts with a final result.
+    #[serde(skip_serializing_if = "is_zero")]
     pub out_attempts: i64,
     /// Answered by the called party.
+    #[serde(skip_serializing_if = "is_zero")]
     pub out_connected: i64,
     /// Busy.
+    #[serde(skip_serializing_if = "is_zero")]
     pub out_busy: i64,
     /// Not answered.
+    #[serde(skip_serializing_if = "is_zero")]
     pub out_no_answer: i64,
     /// Failed in the network.
+    #[serde(skip_serializing_if = "is_zero")]
     pub out_failed: i64,
     /// Congestion.
+    #[serde(skip_serializing_if = "is_zero")]
     pub out_congestion: i64,
     /// Unavailable / invalid number.
+    #[serde(skip_serializing_if = "is_zero")]
     pub out_unavailable: i64,
     /// Abandoned by the agent before connect.
+    #[serde(skip_serializing_if = "is_zero")]
     pub out_agent_abandoned: i64,
 
     // --- surveys ---
     /// CSAT answers.
+    #[serde(skip_serializing_if = "is_zero")]
     pub csat_n: i64,
     /// CSAT answers in the top two points of a five-point scale (normalised >= 0.75).
+    #[serde(skip_serializing_if = "is_zero")]
     pub csat_satisfied: i64,
     /// NPS answers.
+    #[serde(skip_serializing_if = "is_zero")]
     pub nps_n: i64,
     /// NPS 9-10.
+    #[serde(skip_serializing_if = "is_zero")]
     pub nps_promoters: i64,
     /// NPS 0-6.
+    #[serde(skip_serializing_if = "is_zero")]
     pub nps_detractors: i64,
     /// CES answers.
+    #[serde(skip_serializing_if = "is_zero")]
     pub ces_n: i64,
     /// Sum of CES scores mapped onto 1-7, in thousandths.
+    #[serde(skip_serializing_if = "is_zero")]
     pub ces_sum_milli: i64,
 
     // --- contacts, for FCR and cases (counted where the contact entered) ---
     /// Contacts by their case facts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub cases: BTreeMap<CaseKey, CaseCell>,
     /// Contacts whose caller number was withheld (excluded from FCR).
+    #[serde(skip_serializing_if = "is_zero")]
     pub withheld_contacts: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 macro_rules! add_fields {
@@ -358,7 +413,7 @@ impl Counters {
 }
 
 /// A set of cells: one call's, one agent's or one caller's contribution, or a whole store.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterSet(pub BTreeMap<FineKey, Counters>);
 
 impl CounterSet {

@@ -51,6 +51,8 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 
+use serde::{Deserialize, Serialize};
+
 use crate::agent::{self, StateChange};
 use crate::call::CallRecord;
 use crate::counters::{CaseCell, CaseKey, CounterSet, FineKey};
@@ -155,7 +157,7 @@ type CallKey = (String, String);
 type AgentKey = (String, String);
 type CallerKey = (String, String);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct CallState {
     events: Vec<Event>,
     contribution: CounterSet,
@@ -170,7 +172,7 @@ struct CallState {
     frozen: Option<Option<Neighbours>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct AgentLog {
     changes: Vec<StateChange>,
     /// Ids of `changes`: a scan of `changes` per event made a long-lived
@@ -187,7 +189,7 @@ struct AgentLog {
     folded_seq: HashMap<String, u64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Contact {
     end: UnixNanos,
     handled: bool,
@@ -199,7 +201,7 @@ struct Contact {
     did: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct CallerLog {
     /// Contacts by (start, call id).
     contacts: BTreeMap<(UnixNanos, String), Contact>,
@@ -210,8 +212,11 @@ struct CallerLog {
 }
 
 /// The KPI engine. See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Engine {
+    /// Not part of a snapshot: the host's settings apply on restore.
+    #[serde(skip)]
     cfg: EngineConfig,
     calls: HashMap<CallKey, CallState>,
     /// Sites each PBX call id was seen at (a call id alone may be ambiguous).
@@ -247,8 +252,14 @@ pub struct Engine {
     last_refresh: Option<UnixNanos>,
     /// Latest KPI time delivered by each collecting agent (its data clock).
     source_clock: HashMap<String, UnixNanos>,
-    /// Sealed since the last [`Engine::take_sealed`].
+    /// Sealed since the last [`Engine::take_sealed`] (a snapshot is taken
+    /// right after one, so it is empty then).
+    #[serde(skip)]
     pending: Sealed,
+    /// Calls sealed since the last take, by key: a late event for one of
+    /// them takes it back without the host.
+    #[serde(skip)]
+    pending_calls: HashMap<CallKey, SealedCall>,
     /// Sealed contributions, with [`SealConfig::rollups_in_memory`].
     rollups: CounterSet,
     /// State changes filed before their agent's folded boundary.
@@ -259,6 +270,14 @@ impl Engine {
     /// An empty engine.
     pub fn new(cfg: EngineConfig) -> Self {
         Self { cfg, ..Self::default() }
+    }
+
+    /// An engine restored from a serde snapshot of the open window, under
+    /// the host's current settings. Take the snapshot right after
+    /// [`Engine::take_sealed`]: what is sealed but not yet taken is not in it.
+    pub fn restored(mut self, cfg: EngineConfig) -> Self {
+        self.cfg = cfg;
+        self
     }
 
     /// Files one event. Cheap: the work happens in [`Engine::refresh`].
@@ -323,6 +342,12 @@ impl Engine {
             }
             _ => {
                 let key = (site, ev.call_id.clone());
+                if let Some(sealed) = self.pending_calls.remove(&key) {
+                    // Sealed since the host last took what was sealed: back it comes.
+                    let pos = self.pending.evicted.iter().position(|c| c.site == key.0 && c.call_id == key.1);
+                    let evicted = pos.map(|i| self.pending.evicted.swap_remove(i).neighbours);
+                    self.unseal(sealed.events, evicted);
+                }
                 let st = match self.calls.entry(key.clone()) {
                     Entry::Occupied(o) => o.into_mut(),
                     Entry::Vacant(v) => {
@@ -448,7 +473,7 @@ impl Engine {
             }
             self.open_calls.remove(&key);
             // Its contact stays in the caller's window; the call itself is the host's now.
-            self.pending.calls.push(SealedCall { record, events: std::mem::take(&mut st.events) });
+            self.pending_calls.insert(key, SealedCall { record, events: std::mem::take(&mut st.events) });
         }
     }
 
@@ -558,7 +583,23 @@ impl Engine {
     /// What was sealed (and unsealed) since the last call: the host stores
     /// the calls and adds the delta to its rollups.
     pub fn take_sealed(&mut self) -> Sealed {
-        std::mem::take(&mut self.pending)
+        let mut s = std::mem::take(&mut self.pending);
+        s.calls = self.pending_calls.drain().map(|(_, c)| c).collect();
+        s.calls.sort_by(|a, b| {
+            (a.record.first, &a.record.site, &a.record.call_id).cmp(&(
+                b.record.first,
+                &b.record.site,
+                &b.record.call_id,
+            ))
+        });
+        s
+    }
+
+    /// Contributions sealed (or unsealed) since the last
+    /// [`Engine::take_sealed`]: a host that reads its rollups from a store
+    /// adds these until it has written them.
+    pub fn pending_delta(&self) -> &CounterSet {
+        &self.pending.delta
     }
 
     /// Sealed contributions kept in memory ([`SealConfig::rollups_in_memory`]).
@@ -566,9 +607,12 @@ impl Engine {
         &self.rollups
     }
 
-    /// Whether a call is in the open window (not sealed, or never seen).
+    /// Whether the engine holds a call: in the open window, or sealed but
+    /// not yet taken by [`Engine::take_sealed`] (a late event for it needs
+    /// nothing from the host).
     pub fn has_call(&self, site: &str, call_id: &str) -> bool {
-        self.calls.contains_key(&(site.to_owned(), call_id.to_owned()))
+        let key = (site.to_owned(), call_id.to_owned());
+        self.calls.contains_key(&key) || self.pending_calls.contains_key(&key)
     }
 
     /// Takes a sealed call back into the open window, from every event it

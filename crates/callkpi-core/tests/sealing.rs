@@ -144,15 +144,20 @@ fn rows(e: &Engine, by: Vec<GroupBy>, interval: Interval, window_s: u64) -> Vec<
 /// `late[..]` thousandths of `late_span_s` after their own time (an office that reconnects, a
 /// collector that re-reads), the rest on time; some events a second time
 /// at the end. Refreshes as a live aggregator does, sealing as it goes.
-fn sealed_run(
-    events: &[Event],
-    late: &[u32],
+/// How a sealed run goes: lateness, repeats, and how often it refreshes
+/// and stores what was sealed.
+struct Run<'a> {
+    late: &'a [u32],
     late_span_s: i64,
-    again: &[bool],
+    again: &'a [bool],
     horizon_s: i64,
     window_s: i64,
     refresh_every: usize,
-) -> (Engine, Host) {
+    drain_every: usize,
+}
+
+fn sealed_run(events: &[Event], run: &Run<'_>) -> (Engine, Host) {
+    let Run { late, late_span_s, again, horizon_s, window_s, refresh_every, drain_every } = *run;
     let mut arrivals: Vec<(i64, u64, Event)> = events
         .iter()
         .map(|ev| {
@@ -168,9 +173,13 @@ fn sealed_run(
         host.deliver(&mut e, ev.clone());
         if n % refresh_every == 0 {
             e.refresh(Some(*at), false);
-            host.drain(&mut e);
+            // The host stores what was sealed now and then, not at every refresh.
+            if n % (refresh_every * drain_every) == 0 {
+                host.drain(&mut e);
+            }
         }
     }
+    host.drain(&mut e);
     for (i, (_, _, ev)) in arrivals.iter().enumerate() {
         if again[i % again.len()] && !ev.call_id.is_empty() {
             host.deliver(&mut e, ev.clone());
@@ -226,10 +235,11 @@ proptest! {
         horizon_s in 0i64..1800,
         window_s in 60i64..4000,
         refresh_every in 1usize..12,
+        drain_every in 1usize..4,
     ) {
         let events = all(&calls);
         let never = never_sealed(&events, window_s);
-        let (e, host) = sealed_run(&events, &late, horizon_s, &again, horizon_s, window_s, refresh_every);
+        let (e, host) = sealed_run(&events, &Run { late: &late, late_span_s: horizon_s, again: &again, horizon_s, window_s, refresh_every, drain_every });
         let diff = differences(&total(&e), never.counters());
         prop_assert!(diff.is_empty(), "sealed vs never sealed ({} sealed, {} unsealed): {:#?}", host.sealed_count, host.unsealed, diff);
         let w = u64::try_from(window_s).unwrap();
@@ -252,10 +262,11 @@ proptest! {
         horizon_s in 0i64..1800,
         window_s in 60i64..4000,
         refresh_every in 1usize..12,
+        drain_every in 1usize..4,
     ) {
         let events = all(&calls);
         let never = never_sealed(&events, window_s);
-        let (e, _) = sealed_run(&events, &late, 20_000, &again, horizon_s, window_s, refresh_every);
+        let (e, _) = sealed_run(&events, &Run { late: &late, late_span_s: 20_000, again: &again, horizon_s, window_s, refresh_every, drain_every });
         let diff = differences(&without_cases(&total(&e)), &without_cases(never.counters()));
         prop_assert!(diff.is_empty(), "{:#?}", diff);
         // Contacts are neither lost nor counted twice.

@@ -46,7 +46,7 @@ use crate::event::{
 use crate::time::{BUCKET_NS, bucket_of};
 
 /// How a queue visit ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VisitOutcome {
     /// An agent answered.
     Answered,
@@ -57,7 +57,7 @@ pub enum VisitOutcome {
 }
 
 /// One stay of the caller in one queue.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Visit {
     /// Queue.
     pub queue: String,
@@ -93,7 +93,7 @@ impl Visit {
 }
 
 /// How a segment ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SegmentEnd {
     /// Someone hung up.
     Hangup(HangupBy),
@@ -104,7 +104,7 @@ pub enum SegmentEnd {
 }
 
 /// One agent's conversation with the caller.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Segment {
     /// Agent.
     pub agent: String,
@@ -313,7 +313,7 @@ impl Visit {
 }
 
 /// An offer to an agent that did not become a conversation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MissedOffer {
     /// When it ended.
     pub at: UnixNanos,
@@ -328,7 +328,7 @@ pub struct MissedOffer {
 }
 
 /// A final outbound dial result.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dial {
     /// When.
     pub at: UnixNanos,
@@ -341,7 +341,7 @@ pub struct Dial {
 }
 
 /// A survey score.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Survey {
     /// When.
     pub at: UnixNanos,
@@ -356,7 +356,7 @@ pub struct Survey {
 }
 
 /// A call rebuilt from its events.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CallRecord {
     /// Site.
     pub site: String,
