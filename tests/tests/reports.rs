@@ -37,19 +37,22 @@ fn rows(json: &str) -> Vec<Value> {
     rows
 }
 
-#[test]
-fn offline_analysis_and_the_aggregator_give_identical_rows() {
-    let s = Setup::new();
+/// Delivers run-a's queue_log through a real agent to an aggregator with
+/// `kpi` settings, then holds `callkpi report` against `callkpi analyze`.
+fn deliver_run_a(s: &Setup, kpi: &str) -> (Proc, Proc, std::path::PathBuf) {
     let file = s.path("queue_log");
     std::fs::copy(fixture("asterisk/run-a/queue_log"), &file).unwrap();
     let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &s.queue_log_source(&file));
-    let mut agg = s.aggregator();
-    let mut agent = s.agent(&cfg);
+    let agg = s.aggregator_with(kpi);
+    let agent = s.agent(&cfg);
     let n = queue_log_signatures(&std::fs::read(&file).unwrap()).len();
     s.wait_for_hwm("agent-a", n, Duration::from_secs(30), &[&agent, &agg]);
     // Let a heartbeat tell the aggregator the agent's spool is delivered.
     std::thread::sleep(Duration::from_millis(2500));
+    (agg, agent, file)
+}
 
+fn assert_report_equals_analyze(s: &Setup, agg: &Proc, file: &std::path::Path) {
     let server = format!("http://127.0.0.1:{}", s.grpc);
     let file_s = file.to_str().unwrap();
     for opts in [
@@ -86,6 +89,56 @@ fn offline_analysis_and_the_aggregator_give_identical_rows() {
             assert_eq!(x, y, "{opts:?}: rows differ");
         }
     }
+}
+
+fn kpi_metric(s: &Setup, name: &str) -> f64 {
+    let text = http_get(s.agg_http, "/metrics").expect("metrics");
+    metric(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+#[test]
+fn offline_analysis_and_the_aggregator_give_identical_rows() {
+    let s = Setup::new();
+    let (mut agg, mut agent, file) = deliver_run_a(&s, "");
+    assert_report_equals_analyze(&s, &agg, &file);
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+}
+
+/// With a zero horizon every finished call is sealed into the rollups as
+/// soon as it ends; the figures are the same, and stay the same when the
+/// aggregator restarts from its checkpoint instead of replaying the store.
+#[test]
+fn every_call_sealed_and_a_restart_give_the_same_rows() {
+    let s = Setup::new();
+    let kpi = "[kpi]\nseal_horizon_s = 0\ncheckpoint_interval_ms = 100\n";
+    let (mut agg, mut agent, file) = deliver_run_a(&s, kpi);
+    // run-a has 49 calls; those still talking at the end of the recording stay open.
+    let sealed = eventually(Duration::from_secs(20), || {
+        let n = kpi_metric(&s, "callkpi_kpi_calls_sealed");
+        (n >= 40.0).then_some(n)
+    });
+    assert!(sealed.is_some(), "calls were not sealed: {}", kpi_metric(&s, "callkpi_kpi_calls_sealed"));
+    assert!(kpi_metric(&s, "callkpi_kpi_open_calls") <= 9.0);
+    assert_report_equals_analyze(&s, &agg, &file);
+
+    agg.terminate(Duration::from_secs(15));
+    let agg = s.aggregator_with(kpi);
+    assert!(agg.log_text().contains("resumed from its checkpoint"), "{}", tail(&agg.log_text()));
+    // Nothing was replayed into memory: the open window is what it was.
+    assert!(kpi_metric(&s, "callkpi_kpi_open_calls") <= 9.0);
+    assert_report_equals_analyze(&s, &agg, &file);
+    let mut agg = agg;
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+}
+
+#[test]
+fn nothing_sealed_gives_the_same_rows() {
+    let s = Setup::new();
+    let (mut agg, mut agent, file) = deliver_run_a(&s, "[kpi]\nseal_horizon_s = 315360000\n");
+    assert_report_equals_analyze(&s, &agg, &file);
+    assert_eq!(kpi_metric(&s, "callkpi_kpi_calls_sealed"), 0.0);
     agent.terminate(Duration::from_secs(15));
     agg.terminate(Duration::from_secs(15));
 }
@@ -188,14 +241,29 @@ fn visit_outcome(leg: &Value) -> &'static str {
 
 #[test]
 fn calls_and_timelines_of_the_recording_match_its_truth() {
+    calls_and_timelines_match_truth("");
+}
+
+/// The same, from the sealed-call index and the raw events read back.
+#[test]
+fn sealed_calls_and_timelines_match_the_truth() {
+    calls_and_timelines_match_truth("[kpi]\nseal_horizon_s = 0\ncheckpoint_interval_ms = 100\n");
+}
+
+fn calls_and_timelines_match_truth(kpi: &str) {
     let s = Setup::new();
     let file = s.path("queue_log");
     std::fs::copy(fixture("asterisk/run-a/queue_log"), &file).unwrap();
     let input = std::fs::read(&file).unwrap();
     let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &s.queue_log_source(&file));
-    let mut agg = s.aggregator();
+    let mut agg = s.aggregator_with(kpi);
     let mut agent = s.agent(&cfg);
     s.wait_for_hwm("agent-a", queue_log_signatures(&input).len(), Duration::from_secs(30), &[&agent, &agg]);
+    if !kpi.is_empty() {
+        let sealed =
+            eventually(Duration::from_secs(20), || (kpi_metric(&s, "callkpi_kpi_calls_sealed") >= 40.0).then_some(()));
+        assert!(sealed.is_some(), "calls were not sealed");
+    }
     let server = format!("http://127.0.0.1:{}", s.grpc);
     let conn = ["--server", server.as_str(), "--token", TOKEN_READER];
     let run = |args: &[&str]| {

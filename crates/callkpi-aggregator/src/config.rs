@@ -113,6 +113,8 @@ pub struct Config {
     /// `[live]`: what "today" and the service-level thresholds mean for the
     /// live views (the wallboard and the per-queue gauges of `/metrics`).
     pub live: LiveConfig,
+    /// `[kpi]`: how the KPI engine seals what can no longer change.
+    pub kpi: KpiConfig,
     /// `[wallboard]`: the wallboard page on the HTTP port.
     pub wallboard: WallboardConfig,
 }
@@ -135,6 +137,40 @@ pub struct LiveConfig {
 impl Default for LiveConfig {
     fn default() -> Self {
         Self { time_zone: "UTC".to_owned(), sl_thresholds_s: vec![20] }
+    }
+}
+
+/// `[kpi]`: the KPI engine keeps in memory only what can still change
+/// (the open window); the rest is sealed into rollups and a call index in
+/// the store, so memory and restart time do not grow with history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KpiConfig {
+    /// A finished call is sealed once every office that delivered its
+    /// events has data this many seconds past its last event. Events that
+    /// arrive later than this behind their office's own data still count
+    /// exactly: the call is reopened from its stored events. Default 4 h.
+    pub seal_horizon_s: u64,
+    /// The longest FCR window (`fcr_window_s`) a report may ask for,
+    /// seconds: callers' contacts are kept in memory this long. Default 7 days.
+    pub fcr_max_window_s: u64,
+    /// A finished call stays open this long without events before it is
+    /// closed as "unknown end", seconds. Default 4 h.
+    pub unknown_end_timeout_s: u64,
+    /// Longest time between checkpoints of the engine (rollups, call
+    /// index and open window, written atomically), milliseconds. A restart
+    /// re-reads at most what was stored since. Default 10 000.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for KpiConfig {
+    fn default() -> Self {
+        Self {
+            seal_horizon_s: 4 * 3600,
+            fcr_max_window_s: 7 * 24 * 3600,
+            unknown_end_timeout_s: 4 * 3600,
+            checkpoint_interval_ms: 10_000,
+        }
     }
 }
 
@@ -240,6 +276,7 @@ impl Default for Config {
             agents: Vec::new(),
             readers: Vec::new(),
             live: LiveConfig::default(),
+            kpi: KpiConfig::default(),
             wallboard: WallboardConfig::default(),
         }
     }

@@ -46,6 +46,7 @@
 pub mod auth;
 pub mod config;
 mod ingest;
+mod kpi_store;
 mod metrics;
 pub mod reports;
 pub mod store;
@@ -159,7 +160,7 @@ impl Aggregator {
             tracker.clone(),
         ));
 
-        let follower = reports::KpiFollower::new(store.clone());
+        let follower = reports::KpiFollower::with_config(store.clone(), follower_config(&cfg.kpi));
         tracker.spawn(Arc::clone(&follower).run(stop.clone()));
         let wallboard = Arc::new(wallboard::Wallboard::new(
             Arc::clone(&follower),
@@ -290,4 +291,19 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let aggregator = tokio::task::spawn_blocking(move || Aggregator::open(cfg)).await??;
     aggregator.serve(grpc, http, shutdown).await
+}
+
+/// The follower's settings from `[kpi]`.
+fn follower_config(k: &config::KpiConfig) -> reports::FollowerConfig {
+    use callkpi_core::event::NANOS_PER_SEC;
+    let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX / NANOS_PER_SEC).saturating_mul(NANOS_PER_SEC);
+    reports::FollowerConfig {
+        seal: Some(callkpi_core::engine::SealConfig {
+            horizon: secs(k.seal_horizon_s),
+            fcr_max_window: secs(k.fcr_max_window_s),
+            rollups_in_memory: false,
+        }),
+        unknown_end_timeout: secs(k.unknown_end_timeout_s),
+        checkpoint_every: std::time::Duration::from_millis(k.checkpoint_interval_ms.max(100)),
+    }
 }

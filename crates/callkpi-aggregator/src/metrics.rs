@@ -19,6 +19,12 @@
 //! | `callkpi_ingest_auth_failures_total` | counter | code | streams refused `unauthenticated` / `permission_denied` |
 //! | `callkpi_ingest_ack_latency_seconds` | histogram | | Batch fully received to Ack sent (includes the fsync) |
 //! | `callkpi_store_size_bytes` | gauge | | store size on disk |
+//! | `callkpi_kpi_open_calls` | gauge | | calls in the KPI engine's open window (not sealed) |
+//! | `callkpi_kpi_open_events` | gauge | | events of those calls |
+//! | `callkpi_kpi_contacts` | gauge | | callers' contacts kept for FCR |
+//! | `callkpi_kpi_agent_changes` | gauge | | agent state changes since their last folded quarter hour |
+//! | `callkpi_kpi_calls_sealed` | gauge | | calls sealed into rollups since start |
+//! | `callkpi_kpi_calls_reopened` | gauge | | sealed calls reopened by a late event since start |
 //! | `callkpi_agent_hwm` | gauge | agent | highest contiguous seq durably held |
 //! | `callkpi_agent_lag_seconds` | gauge | agent | now - `captured_at` of the last event stored |
 //! | `callkpi_agent_clock_offset_seconds` | gauge | agent | agent clock - aggregator clock |
@@ -100,6 +106,9 @@ pub(crate) struct QueueStateLabel {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// The KPI engine's open window and sealing totals ([`crate::reports::KpiFollower::window`]).
+type KpiWindow = (callkpi_core::engine::Window, u64, u64);
+
 /// Every metric of the aggregator, registered in its own registry (no globals).
 pub(crate) struct Metrics {
     registry: Registry,
@@ -114,6 +123,12 @@ pub(crate) struct Metrics {
     pub(crate) auth_failures: Family<CodeLabel, Counter>,
     pub(crate) ack_latency: Histogram,
     store_bytes: Gauge,
+    kpi_open_calls: Gauge,
+    kpi_open_events: Gauge,
+    kpi_contacts: Gauge,
+    kpi_agent_changes: Gauge,
+    kpi_sealed: Gauge,
+    kpi_reopened: Gauge,
     hwm: Family<AgentLabel, Gauge>,
     lag: Family<AgentLabel, FloatGauge>,
     clock_offset: Family<AgentLabel, FloatGauge>,
@@ -148,6 +163,12 @@ impl Metrics {
             auth_failures: Family::default(),
             ack_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 14)),
             store_bytes: Gauge::default(),
+            kpi_open_calls: Gauge::default(),
+            kpi_open_events: Gauge::default(),
+            kpi_contacts: Gauge::default(),
+            kpi_agent_changes: Gauge::default(),
+            kpi_sealed: Gauge::default(),
+            kpi_reopened: Gauge::default(),
             hwm: Family::default(),
             lag: Family::default(),
             clock_offset: Family::default(),
@@ -184,6 +205,17 @@ impl Metrics {
             m.ack_latency.clone(),
         );
         registry.register_with_unit("store_size", "Store size on disk", Unit::Bytes, m.store_bytes.clone());
+        let kpi = [
+            ("kpi_open_calls", "Calls in the KPI engine's open window (not yet sealed)", &m.kpi_open_calls),
+            ("kpi_open_events", "Events of the calls in the open window", &m.kpi_open_events),
+            ("kpi_contacts", "Callers' contacts kept for FCR (inside the largest FCR window)", &m.kpi_contacts),
+            ("kpi_agent_changes", "Agent state changes since their last folded quarter hour", &m.kpi_agent_changes),
+            ("kpi_calls_sealed", "Calls sealed into rollups since start", &m.kpi_sealed),
+            ("kpi_calls_reopened", "Sealed calls reopened by a late event since start", &m.kpi_reopened),
+        ];
+        for (name, help, gauge) in kpi {
+            registry.register(name, help, gauge.clone());
+        }
         registry.register("agent_hwm", "Highest contiguous seq durably held per agent", m.hwm.clone());
         registry.register_with_unit(
             "agent_lag",
@@ -284,11 +316,19 @@ impl Metrics {
 
     /// Refreshes the gauges read from the store and the live view, then
     /// encodes everything.
-    fn render(&self, store: &Store, live: Option<&pb::LiveSnapshot>, now_ns: i64) -> String {
+    fn render(&self, store: &Store, live: Option<&pb::LiveSnapshot>, kpi: KpiWindow, now_ns: i64) -> String {
         let _serial = self.render_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(snap) = live {
             self.set_queues(snap);
         }
+        let (w, sealed, reopened) = kpi;
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.kpi_open_calls.set(n(w.calls));
+        self.kpi_open_events.set(n(w.events));
+        self.kpi_contacts.set(n(w.contacts));
+        self.kpi_agent_changes.set(n(w.agent_changes));
+        self.kpi_sealed.set(i64::try_from(sealed).unwrap_or(i64::MAX));
+        self.kpi_reopened.set(i64::try_from(reopened).unwrap_or(i64::MAX));
         self.store_bytes.set(i64::try_from(store.size_on_disk()).unwrap_or(i64::MAX));
         match store.agents() {
             Ok(records) => {
@@ -342,7 +382,8 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         if let Err(error) = &live {
             tracing::warn!(%error, "Cannot compute the live queue figures for metrics.");
         }
-        state.metrics.render(&state.store, live.as_ref().ok(), now)
+        let kpi = state.wallboard.follower().window();
+        state.metrics.render(&state.store, live.as_ref().ok(), kpi, now)
     };
     match tokio::task::spawn_blocking(render).await {
         Ok(body) => (

@@ -165,6 +165,14 @@ pub enum StoreError {
         /// The decoder's error.
         reason: String,
     },
+    /// A KPI rollup, sealed-call entry or snapshot does not encode or decode.
+    #[error("KPI state: {what}: {reason}")]
+    KpiState {
+        /// What was being read or written.
+        what: String,
+        /// The codec's error.
+        reason: String,
+    },
     /// A blocking store task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -272,6 +280,8 @@ struct Inner {
     events: sled::Tree,
     quarantine: sled::Tree,
     agents: sled::Tree,
+    /// The KPI engine's rollups, sealed-call index and snapshot (`kpi_store`).
+    kpi: sled::Tree,
     /// Serialises read-modify-writes of agent records (hwm), so two streams
     /// of one agent (one superseding the other) cannot move it backwards.
     write_lock: Mutex<()>,
@@ -408,6 +418,7 @@ impl Store {
         let db = durable.db();
         let (groups, events, quarantine, agents) =
             (db.open_tree("groups")?, db.open_tree("events")?, db.open_tree("quarantine")?, db.open_tree("agents")?);
+        let kpi = db.open_tree("kpi")?;
         let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -416,6 +427,7 @@ impl Store {
                 events,
                 quarantine,
                 agents,
+                kpi,
                 write_lock: Mutex::new(()),
                 written: AtomicU64::new(0),
                 synced: tokio::sync::Mutex::new(0),
@@ -424,6 +436,29 @@ impl Store {
                 _lock: lock,
             }),
         })
+    }
+
+    /// The tree the KPI engine persists into (see `kpi_store`).
+    pub(crate) fn kpi_tree(&self) -> &sled::Tree {
+        &self.inner.kpi
+    }
+
+    /// Makes everything written so far durable. Blocking.
+    ///
+    /// # Errors
+    /// When the fsync fails.
+    pub(crate) fn sync_blocking(&self) -> Result<(), StoreError> {
+        self.inner.durable.sync()?;
+        Ok(())
+    }
+
+    /// One event of `agent_id` by seq, if it is stored and interpretable. Blocking.
+    ///
+    /// # Errors
+    /// When sled fails or the event does not decode.
+    pub(crate) fn event_at(&self, agent_id: &str, seq: u64) -> Result<Option<pb::Event>, StoreError> {
+        let found = self.events_after(agent_id, seq.saturating_sub(1), 1)?;
+        Ok(found.into_iter().find(|(s, _)| *s == seq).map(|(_, e)| e))
     }
 
     /// Where a corrupt previous store was moved at open, if it was.

@@ -225,6 +225,11 @@ impl Wallboard {
         Self { follower, store, readers, live, cfg, agents, feeds: Mutex::new(HashMap::new()), shutdown }
     }
 
+    /// The KPI follower the boards are built from.
+    pub(crate) fn follower(&self) -> &Arc<KpiFollower> {
+        &self.follower
+    }
+
     /// Whether the routes are served.
     pub(crate) fn enabled(&self) -> bool {
         self.cfg.enabled

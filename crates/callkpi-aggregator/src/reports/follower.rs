@@ -1,21 +1,62 @@
 //! The KPI engine following the store.
+//!
+//! The engine holds the open window only (see `callkpi_core::engine`,
+//! "Sealing"). What it seals goes to the store's KPI tree at each
+//! checkpoint ([`KpiStore::checkpoint`]): rollups, the sealed-call index
+//! and a snapshot of the open window with the follower's position, in one
+//! atomic batch. A restart loads that snapshot and applies what was stored
+//! after it; it never replays the history. A late event for a sealed call
+//! reopens it from its stored events.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use callkpi_core::event::Event;
+use callkpi_core::counters::CounterSet;
+use callkpi_core::engine::SealConfig;
+use callkpi_core::event::{Event, EventKind};
 use callkpi_core::{Engine, EngineConfig, KpiParams, Watermark};
 use callkpi_proto::pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{AgentRecord, Store};
+use crate::kpi_store::{KpiStore, Snapshot, SnapshotRef};
+use crate::store::{AgentRecord, Store, StoreError};
 
 /// Events read from the store per call while catching up.
 const CATCH_UP_CHUNK: usize = 10_000;
 
+/// How the follower seals and checkpoints (`[kpi]` in aggregator.toml).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowerConfig {
+    /// Sealing; `None` keeps every call in memory (tests comparing the two).
+    pub seal: Option<SealConfig>,
+    /// Unknown-end timeout of calls, ns.
+    pub unknown_end_timeout: i64,
+    /// Longest time between checkpoints.
+    pub checkpoint_every: Duration,
+}
+
+impl Default for FollowerConfig {
+    fn default() -> Self {
+        Self {
+            seal: Some(SealConfig::default()),
+            unknown_end_timeout: EngineConfig::default().unknown_end_timeout,
+            checkpoint_every: Duration::from_secs(10),
+        }
+    }
+}
+
+impl FollowerConfig {
+    fn engine(&self) -> EngineConfig {
+        EngineConfig { unknown_end_timeout: self.unknown_end_timeout, seal: self.seal.clone() }
+    }
+}
+
 /// The KPI engine, kept current with the store.
 pub struct KpiFollower {
     pub(super) store: Store,
+    pub(super) kpi: KpiStore,
+    cfg: FollowerConfig,
     pub(super) state: Mutex<FollowerState>,
 }
 
@@ -28,6 +69,13 @@ pub(super) struct FollowerState {
     last_kpi_time: HashMap<String, i64>,
     /// Stored events that do not convert to the core model.
     undecodable: u64,
+    /// When the last checkpoint was written.
+    checkpointed: Instant,
+    /// Bumped by every checkpoint: rollups read under an older one are stale.
+    pub(super) generation: u64,
+    /// Totals since start, for metrics and logs.
+    pub(super) sealed_total: u64,
+    pub(super) reopened_total: u64,
 }
 
 impl std::fmt::Debug for KpiFollower {
@@ -36,44 +84,85 @@ impl std::fmt::Debug for KpiFollower {
     }
 }
 
+/// Whether an event belongs to a call (the others are agent and queue events).
+fn is_call_event(ev: &Event) -> bool {
+    !matches!(ev.kind, EventKind::AgentState { .. } | EventKind::QueueStart)
+}
+
 impl KpiFollower {
-    /// A follower with an empty engine; call [`KpiFollower::catch_up`] or run it.
+    /// A follower with the default settings; call [`KpiFollower::catch_up`] or run it.
     pub fn new(store: Store) -> Arc<Self> {
-        Arc::new(Self {
-            store,
-            state: Mutex::new(FollowerState {
-                engine: Engine::new(EngineConfig::default()),
-                applied: HashMap::new(),
-                last_kpi_time: HashMap::new(),
-                undecodable: 0,
-            }),
-        })
+        Self::with_config(store, FollowerConfig::default())
+    }
+
+    /// A follower that resumes from the store's last KPI checkpoint, if
+    /// any (else from an empty engine, applying every stored event).
+    pub fn with_config(store: Store, cfg: FollowerConfig) -> Arc<Self> {
+        let kpi = KpiStore::new(store.clone());
+        let started = Instant::now();
+        let snapshot = match kpi.load(cfg.engine()) {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::error!(%error, "KPI checkpoint unreadable; rebuilding from the raw events.");
+                None
+            }
+        };
+        let state = match snapshot {
+            Some(s) => {
+                let w = s.engine.window();
+                tracing::info!(
+                    calls = w.calls,
+                    agents = w.agents,
+                    contacts = w.contacts,
+                    ms = started.elapsed().as_millis() as u64,
+                    "KPI engine resumed from its checkpoint."
+                );
+                FollowerState::from_snapshot(s)
+            }
+            None => {
+                // Rollups without a snapshot would be counted twice by a
+                // replay: start them again from the raw events.
+                if !kpi.is_empty().unwrap_or(true)
+                    && let Err(error) = kpi.clear()
+                {
+                    tracing::error!(%error, "Cannot clear the KPI rollups.");
+                }
+                FollowerState::from_snapshot(Snapshot::empty(Engine::new(cfg.engine())))
+            }
+        };
+        Arc::new(Self { store, kpi, cfg, state: Mutex::new(state) })
     }
 
     /// Applies every stored event not yet applied. Blocking (sled reads).
     ///
     /// # Errors
     /// When the store cannot be read.
-    pub fn catch_up(&self) -> Result<u64, crate::store::StoreError> {
+    pub fn catch_up(&self) -> Result<u64, StoreError> {
         self.catch_up_until(&CancellationToken::new())
     }
 
     /// [`KpiFollower::catch_up`], stopping between chunks once `stop` is
     /// cancelled (a follower far behind must not hold up a shutdown).
-    fn catch_up_until(&self, stop: &CancellationToken) -> Result<u64, crate::store::StoreError> {
+    fn catch_up_until(&self, stop: &CancellationToken) -> Result<u64, StoreError> {
         let mut applied_now = 0;
         for agent in self.store.agents()? {
             while !stop.is_cancelled() {
                 let after = self.applied(&agent.agent_id);
                 let chunk = self.store.events_after(&agent.agent_id, after, CATCH_UP_CHUNK)?;
                 let Some(&(last, _)) = chunk.last() else { break };
-                let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                for (_, wire) in chunk {
+                let mut st = self.lock();
+                // Another caller may have applied this chunk meanwhile.
+                let done = st.applied.get(&agent.agent_id).copied().unwrap_or(0);
+                for (seq, wire) in chunk {
+                    if seq <= done {
+                        continue;
+                    }
                     match Event::try_from(wire) {
                         Ok(ev) => {
                             st.last_kpi_time.insert(agent.agent_id.clone(), ev.kpi_time());
-                            st.engine.ingest(ev);
-                            applied_now += 1;
+                            if self.file(&mut st, ev)? {
+                                applied_now += 1;
+                            }
                         }
                         Err(error) => {
                             st.undecodable += 1;
@@ -81,21 +170,80 @@ impl KpiFollower {
                         }
                     }
                 }
-                st.applied.insert(agent.agent_id.clone(), last);
+                let e = st.applied.entry(agent.agent_id.clone()).or_insert(0);
+                *e = (*e).max(last);
+                self.checkpoint_if_due(&mut st, crate::now_ns(), false)?;
             }
         }
         Ok(applied_now)
     }
 
+    /// Files one event; a late one for a sealed call first reopens the call
+    /// from its stored events. False when it was already counted.
+    fn file(&self, st: &mut FollowerState, ev: Event) -> Result<bool, StoreError> {
+        if self.cfg.seal.is_some()
+            && is_call_event(&ev)
+            && !st.engine.has_call(&ev.site, &ev.call_id)
+            && let Some((_, entry)) = self.kpi.sealed_call(&ev.site, &ev.call_id)?
+        {
+            if entry.events.iter().any(|(a, s)| *a == ev.id.agent_id && *s == ev.id.seq) {
+                return Ok(false);
+            }
+            let events = self.kpi.events_of(&entry)?;
+            tracing::debug!(site = %ev.site, call = %ev.call_id, events = events.len(), "Late event reopens a sealed call.");
+            st.engine.unseal(events, entry.evicted);
+        }
+        Ok(st.engine.ingest(ev))
+    }
+
+    /// Refreshes, seals and writes a checkpoint when one is due (or `force`).
+    fn checkpoint_if_due(&self, st: &mut FollowerState, now_ns: i64, force: bool) -> Result<(), StoreError> {
+        if self.cfg.seal.is_none() || !(force || st.checkpointed.elapsed() >= self.cfg.checkpoint_every) {
+            return Ok(());
+        }
+        st.engine.refresh(Some(now_ns), false);
+        let sealed = st.engine.take_sealed();
+        let snapshot = SnapshotRef::new(&st.engine, &st.applied, &st.last_kpi_time, st.undecodable);
+        let written = self.kpi.checkpoint(sealed, &snapshot)?;
+        st.checkpointed = Instant::now();
+        st.generation += 1;
+        st.sealed_total += written.calls_sealed as u64;
+        st.reopened_total += written.calls_reopened as u64;
+        if written.calls_sealed > 0 || written.calls_reopened > 0 {
+            tracing::debug!(
+                sealed = written.calls_sealed,
+                reopened = written.calls_reopened,
+                cells = written.cells,
+                "KPI checkpoint written."
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint now (shutdown, tests). Blocking.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut st = self.lock();
+        self.checkpoint_if_due(&mut st, crate::now_ns(), true)
+    }
+
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, FollowerState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn applied(&self, agent: &str) -> u64 {
-        let st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.applied.get(agent).copied().unwrap_or(0)
+        self.lock().applied.get(agent).copied().unwrap_or(0)
     }
 
     /// Follows the store until `shutdown`: catches up at start and after
-    /// every ingest notification.
+    /// every ingest notification, and checkpoints at least every
+    /// `checkpoint_every`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut rx = self.store.subscribe();
+        let mut tick = tokio::time::interval(self.cfg.checkpoint_every.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let me = Arc::clone(&self);
             let stop = shutdown.clone();
@@ -106,7 +254,25 @@ impl KpiFollower {
                 Err(error) => tracing::error!(%error, "KPI catch-up task failed."),
             }
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => {
+                    let me = Arc::clone(&self);
+                    match tokio::task::spawn_blocking(move || me.checkpoint()).await {
+                        Ok(Ok(())) => tracing::info!("KPI checkpoint written at shutdown."),
+                        Ok(Err(error)) => tracing::error!(%error, "KPI checkpoint at shutdown failed."),
+                        Err(error) => tracing::error!(%error, "KPI checkpoint task failed."),
+                    }
+                    return;
+                }
+                _ = tick.tick() => {
+                    let me = Arc::clone(&self);
+                    let due = tokio::task::spawn_blocking(move || {
+                        let mut st = me.lock();
+                        me.checkpoint_if_due(&mut st, crate::now_ns(), false)
+                    });
+                    if let Ok(Err(error)) = due.await {
+                        tracing::error!(%error, "KPI checkpoint failed.");
+                    }
+                }
                 r = rx.recv() => {
                     if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
                         return;
@@ -120,17 +286,64 @@ impl KpiFollower {
         }
     }
 
-    /// A report as of `now_ns` (aggregator wall clock). Blocking.
+    /// A report as of `now_ns` (aggregator wall clock): the rollups of its
+    /// range, what was sealed since the last checkpoint, and the open
+    /// window. Blocking.
     ///
     /// # Errors
     /// When the store cannot be read or the report's zone is unknown.
     pub fn report(&self, params: &KpiParams, now_ns: i64) -> Result<callkpi_core::Report, String> {
         self.catch_up().map_err(|e| e.to_string())?;
         let agents = self.store.agents().map_err(|e| e.to_string())?;
-        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let from = params.from.unwrap_or(i64::MIN);
+        let to = params.to.unwrap_or(now_ns.saturating_add(1));
+        // Rollups are read outside the engine's lock; a checkpoint in
+        // between moves cells into them, so read again then.
+        for _ in 0..3 {
+            let generation = self.lock().generation;
+            let rollups = self.kpi.rollups(from, to).map_err(|e| e.to_string())?;
+            let mut st = self.lock();
+            if st.generation != generation {
+                continue;
+            }
+            let watermarks = st.watermarks(&agents);
+            st.engine.refresh(Some(now_ns), false);
+            let sets: [&CounterSet; 3] = [&rollups, st.engine.pending_delta(), st.engine.counters()];
+            return st.engine.report_with(&sets, params, &watermarks);
+        }
+        // Checkpoints keep coming: read under the lock.
+        let mut st = self.lock();
+        let rollups = self.kpi.rollups(from, to).map_err(|e| e.to_string())?;
         let watermarks = st.watermarks(&agents);
         st.engine.refresh(Some(now_ns), false);
-        st.engine.report(params, &watermarks)
+        let sets: [&CounterSet; 3] = [&rollups, st.engine.pending_delta(), st.engine.counters()];
+        st.engine.report_with(&sets, params, &watermarks)
+    }
+
+    /// Size of the open window and sealing totals.
+    pub fn window(&self) -> (callkpi_core::engine::Window, u64, u64) {
+        let st = self.lock();
+        (st.engine.window(), st.sealed_total, st.reopened_total)
+    }
+
+    /// Rollup cells stored (a scan: for metrics scraped now and then).
+    pub fn rollup_cells(&self) -> usize {
+        self.kpi.rollup_cells()
+    }
+}
+
+impl FollowerState {
+    fn from_snapshot(s: Snapshot) -> Self {
+        Self {
+            engine: s.engine,
+            applied: s.applied,
+            last_kpi_time: s.last_kpi_time,
+            undecodable: s.undecodable,
+            checkpointed: Instant::now(),
+            generation: 0,
+            sealed_total: 0,
+            reopened_total: 0,
+        }
     }
 }
 
@@ -145,7 +358,7 @@ impl KpiFollower {
         use callkpi_core::time::{Interval, interval_start, parse_tz};
         self.catch_up().map_err(|e| e.to_string())?;
         let records = self.store.agents().map_err(|e| e.to_string())?;
-        let watermarks = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).watermarks(&records);
+        let watermarks = self.lock().watermarks(&records);
         let time_zone = if q.time_zone.is_empty() { "UTC".to_owned() } else { q.time_zone.clone() };
         let tz = parse_tz(&time_zone)?;
         let thresholds = if q.sl_thresholds_s.is_empty() { vec![20] } else { q.sl_thresholds_s.clone() };
@@ -158,11 +371,8 @@ impl KpiFollower {
             sl_thresholds_s: thresholds,
             ..KpiParams::default()
         };
-        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.engine.refresh(Some(now_ns), false);
-        let today = st.engine.report(&params, &watermarks)?;
-        let (queues, agents) = st.engine.live();
-        drop(st);
+        let today = self.report(&params, now_ns)?;
+        let (queues, agents) = self.lock().engine.live();
         let wanted = |queue: &str| q.queues.is_empty() || q.queues.iter().any(|w| w == queue);
         let mut out: std::collections::BTreeMap<String, pb::QueueLive> = queues
             .into_iter()

@@ -37,9 +37,11 @@
 mod follower;
 mod paging;
 
-pub use follower::KpiFollower;
 use follower::delivered_until;
-pub use paging::{CallQuery, DEFAULT_CALLS_PAGE, MAX_CALLS_PAGE, call_timeline};
+pub use follower::{FollowerConfig, KpiFollower};
+#[cfg(test)]
+use paging::call_timeline;
+pub use paging::{CallQuery, DEFAULT_CALLS_PAGE, MAX_CALLS_PAGE};
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -290,7 +292,7 @@ mod tests {
         let mut ids = Vec::new();
         let mut pages = 0;
         loop {
-            let page = CallQuery::parse(&q).expect("valid query").page(e, 5);
+            let page = CallQuery::parse(&q).expect("valid query").page(e, None, 5).unwrap();
             pages += 1;
             ids.extend(page.calls.iter().map(|c| format!("{}/{}", c.site, c.call_id)));
             if page.next_page_token.is_empty() {
@@ -318,7 +320,7 @@ mod tests {
         assert_eq!((ids[lyon - 1].as_str(), ids[lyon + 1].as_str()), ("paris/c04", "paris/c03"));
 
         // Default and capped page sizes.
-        let page = CallQuery::parse(&pb::CallQuery::default()).unwrap().page(&e, 5);
+        let page = CallQuery::parse(&pb::CallQuery::default()).unwrap().page(&e, None, 5).unwrap();
         assert_eq!(page.calls.len(), 26);
         assert!(page.next_page_token.is_empty());
         assert_eq!(
@@ -353,7 +355,8 @@ mod tests {
         // Outcomes follow the calls.
         let page = CallQuery::parse(&pb::CallQuery { site: "paris".into(), limit: 4, ..Default::default() })
             .unwrap()
-            .page(&e, 5);
+            .page(&e, None, 5)
+            .unwrap();
         let outcomes: Vec<_> = page.calls.iter().map(|c| call_outcome_from_pb(c.outcome).unwrap()).collect();
         use callkpi_core::call::CallOutcome::{Abandoned, Answered};
         // c24 (answered), c23, c22 (abandoned), c21 (answered).
@@ -370,7 +373,8 @@ mod tests {
             assert_eq!(bad(q), Code::InvalidArgument, "{token}");
         }
         // A real token, then other filters with it.
-        let first = CallQuery::parse(&pb::CallQuery { limit: 2, ..Default::default() }).unwrap().page(&e, 5);
+        let first =
+            CallQuery::parse(&pb::CallQuery { limit: 2, ..Default::default() }).unwrap().page(&e, None, 5).unwrap();
         assert!(!first.next_page_token.is_empty());
         let other = pb::CallQuery {
             limit: 2,
@@ -383,7 +387,7 @@ mod tests {
         assert!(err.message().contains("other filters"), "{}", err.message());
         // Another page size is fine.
         let resized = pb::CallQuery { limit: 10, page_token: first.next_page_token, ..Default::default() };
-        let next = CallQuery::parse(&resized).unwrap().page(&e, 5);
+        let next = CallQuery::parse(&resized).unwrap().page(&e, None, 5).unwrap();
         assert_eq!(next.calls.first().map(|c| c.call_id.as_str()), Some("c22"));
     }
 
@@ -391,7 +395,7 @@ mod tests {
     fn get_call_by_id_site_and_ambiguity() {
         let e = engine();
         let get = |id: &str, site: Option<&str>| {
-            call_timeline(&e, &pb::CallRef { call_id: id.into(), site: site.map(str::to_owned) }, 5)
+            call_timeline(&e, None, &pb::CallRef { call_id: id.into(), site: site.map(str::to_owned) }, 5)
         };
         let t = get("c05", None).expect("c05");
         let s = t.summary.as_ref().unwrap();

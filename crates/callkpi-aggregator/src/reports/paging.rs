@@ -1,6 +1,7 @@
 //! ListCalls paging and GetCall timelines over the follower's calls.
 
 use super::*;
+use crate::kpi_store::KpiStore;
 
 /// `ListCalls` page size when the query says 0.
 pub const DEFAULT_CALLS_PAGE: usize = 100;
@@ -15,9 +16,9 @@ impl KpiFollower {
     /// INTERNAL when the store cannot be read.
     pub fn list_calls(&self, query: &CallQuery, short_abandon_s: u32, now_ns: i64) -> Result<pb::CallList, Status> {
         self.catch_up().map_err(|e| Status::internal(format!("store: {e}")))?;
-        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self.lock();
         st.engine.refresh(Some(now_ns), false);
-        Ok(query.page(&st.engine, short_abandon_s))
+        query.page(&st.engine, Some(&self.kpi), short_abandon_s)
     }
 
     /// One call's timeline as of `now_ns`. Blocking.
@@ -26,9 +27,9 @@ impl KpiFollower {
     /// As [`call_timeline`], and INTERNAL when the store cannot be read.
     pub fn call(&self, call: &pb::CallRef, short_abandon_s: u32, now_ns: i64) -> Result<pb::CallTimeline, Status> {
         self.catch_up().map_err(|e| Status::internal(format!("store: {e}")))?;
-        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self.lock();
         st.engine.refresh(Some(now_ns), false);
-        call_timeline(&st.engine, call, short_abandon_s)
+        call_timeline(&st.engine, Some(&self.kpi), call, short_abandon_s)
     }
 }
 
@@ -92,23 +93,49 @@ impl CallQuery {
             && self.caller.as_ref().is_none_or(|c| *c == r.caller.as_deref().and_then(normalise_caller))
     }
 
-    /// The page this query asks for, newest first.
-    pub fn page(&self, engine: &Engine, short_abandon_s: u32) -> pb::CallList {
+    /// The page this query asks for, newest first: the open window's calls
+    /// and the sealed ones (from `kpi`), merged by (start, site, call id).
+    ///
+    /// # Errors
+    /// UNAVAILABLE when the sealed-call index cannot be read.
+    pub(crate) fn page(
+        &self,
+        engine: &Engine,
+        kpi: Option<&KpiStore>,
+        short_abandon_s: u32,
+    ) -> Result<pb::CallList, Status> {
         let before = self.after.as_ref().map(|(t, site, id)| (*t, site.as_str(), id.as_str()));
-        // One more than a page, to know whether another page follows.
-        let found: Vec<&CallRecord> = engine
+        // One more than a page from each side, to know whether another page follows.
+        let open: Vec<CallRecord> = engine
             .calls_started(self.from, self.to, before)
             .rev()
             .filter(|r| self.matches(r))
             .take(self.limit + 1)
+            .cloned()
             .collect();
+        let mut sealed: Vec<CallRecord> = Vec::new();
+        if let Some(kpi) = kpi {
+            for r in kpi.calls_newest_first(self.from, self.to, before) {
+                let r = r.map_err(|e| Status::unavailable(format!("reading sealed calls: {e}")))?;
+                if self.matches(&r) {
+                    sealed.push(r);
+                    if sealed.len() > self.limit {
+                        break;
+                    }
+                }
+            }
+        }
+        let key = |r: &CallRecord| (r.first, r.site.clone(), r.call_id.clone());
+        let mut found: Vec<CallRecord> = open.into_iter().chain(sealed).collect();
+        found.sort_by_key(|r| std::cmp::Reverse(key(r)));
+        found.dedup_by_key(|r| key(r));
         let more = found.len() > self.limit;
-        let calls: Vec<&CallRecord> = found.into_iter().take(self.limit).collect();
-        let next_page_token = match calls.last() {
+        found.truncate(self.limit);
+        let next_page_token = match found.last() {
             Some(last) if more => page_token(last, &self.digest),
             _ => String::new(),
         };
-        pb::CallList { calls: calls.iter().map(|r| summary_to_pb(r, short_abandon_s)).collect(), next_page_token }
+        Ok(pb::CallList { calls: found.iter().map(|r| summary_to_pb(r, short_abandon_s)).collect(), next_page_token })
     }
 }
 
@@ -153,35 +180,58 @@ fn parse_page_token(token: &str, digest: &str) -> Result<(i64, String, String), 
     Ok((start, unhex(site).ok_or_else(bad)?, unhex(call_id).ok_or_else(bad)?))
 }
 
-/// One call's timeline from `engine`.
+/// One call's timeline: from `engine` while it is in the open window, else
+/// from the sealed-call index and the raw events in the store.
 ///
 /// # Errors
 /// INVALID_ARGUMENT for an empty call id; NOT_FOUND for an unknown call;
 /// FAILED_PRECONDITION when the call id is known at several sites and the
-/// reference names none (the message lists them).
-pub fn call_timeline(engine: &Engine, call: &pb::CallRef, short_abandon_s: u32) -> Result<pb::CallTimeline, Status> {
+/// reference names none (the message lists them); UNAVAILABLE when the
+/// store cannot be read.
+pub(crate) fn call_timeline(
+    engine: &Engine,
+    kpi: Option<&KpiStore>,
+    call: &pb::CallRef,
+    short_abandon_s: u32,
+) -> Result<pb::CallTimeline, Status> {
     let id = &call.call_id;
     if id.is_empty() {
         return Err(Status::invalid_argument("CallRef.call_id is empty"));
     }
+    let unavailable = |e: crate::store::StoreError| Status::unavailable(format!("reading the call: {e}"));
     let not_found = || match &call.site {
         Some(site) if !site.is_empty() => Status::not_found(format!("no call {id:?} at site {site:?}")),
         _ => Status::not_found(format!("no call {id:?}")),
     };
     let site = match call.site.as_deref().filter(|s| !s.is_empty()) {
-        Some(site) => site,
-        None => match engine.call_sites(id) {
-            [] => return Err(not_found()),
-            [one] => one.as_str(),
-            many => {
-                return Err(Status::failed_precondition(format!(
-                    "call {id:?} exists at sites {}: give its site",
-                    many.join(", ")
-                )));
+        Some(site) => site.to_owned(),
+        None => {
+            let mut sites: Vec<String> = engine.call_sites(id).to_vec();
+            if let Some(kpi) = kpi {
+                for s in kpi.sealed_sites(id).map_err(unavailable)? {
+                    if !sites.contains(&s) {
+                        sites.push(s);
+                    }
+                }
             }
-        },
+            match &sites[..] {
+                [] => return Err(not_found()),
+                [one] => one.clone(),
+                many => {
+                    return Err(Status::failed_precondition(format!(
+                        "call {id:?} exists at sites {}: give its site",
+                        many.join(", ")
+                    )));
+                }
+            }
+        }
     };
-    let record = engine.call(site, id).ok_or_else(not_found)?;
-    let events = engine.call_events(site, id).unwrap_or_default();
-    Ok(timeline_to_pb(record, events, short_abandon_s))
+    if let Some(record) = engine.call(&site, id) {
+        let events = engine.call_events(&site, id).unwrap_or_default();
+        return Ok(timeline_to_pb(record, events, short_abandon_s));
+    }
+    let Some(kpi) = kpi else { return Err(not_found()) };
+    let Some((_, entry)) = kpi.sealed_call(&site, id).map_err(unavailable)? else { return Err(not_found()) };
+    let events = kpi.events_of(&entry).map_err(unavailable)?;
+    Ok(timeline_to_pb(&entry.record, &events, short_abandon_s))
 }
