@@ -18,6 +18,8 @@
 //! today still reads after fields are added.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use callkpi_core::call::CallRecord;
 use callkpi_core::counters::{CounterSet, Counters, FineKey};
@@ -100,6 +102,10 @@ pub(crate) struct Written {
 #[derive(Clone, Debug)]
 pub(crate) struct KpiStore {
     store: Store,
+    /// Seqlock over the rollups: odd while a checkpoint is being applied,
+    /// bumped again when it is. A reader that saw the same even value
+    /// before and after reading rollups read one checkpoint's state.
+    generation: Arc<AtomicU64>,
 }
 
 fn sortable(t: i64) -> [u8; 8] {
@@ -153,7 +159,12 @@ fn decode<'a, T: Deserialize<'a>>(what: &str, v: &'a [u8]) -> Result<T, StoreErr
 
 impl KpiStore {
     pub(crate) fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, generation: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The rollups' generation (see the field): even when stable.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn tree(&self) -> &sled::Tree {
@@ -253,7 +264,10 @@ impl KpiStore {
             batch.insert(id_key(call_id, site), sortable(*first).to_vec());
         }
         batch.insert(SNAPSHOT_KEY, encode(snapshot)?);
-        tree.apply_batch(batch)?;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let applied = tree.apply_batch(batch);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        applied?;
         self.store.sync_blocking()?;
         Ok(written)
     }

@@ -869,17 +869,27 @@ impl Engine {
         params: &KpiParams,
         watermarks: &[Watermark],
     ) -> Result<Report, String> {
+        self.report_view().report(sets, params, watermarks)
+    }
+
+    /// What reports need of the engine besides counters (its clock, the
+    /// start of its data, whether input ended, the largest FCR window), as
+    /// of the last refresh: a host publishes it with a copy of the
+    /// counters, and answers reports without holding the engine.
+    pub fn report_view(&self) -> ReportView {
+        // "Now" is what the last refresh was told (the wall clock, live), and
+        // at least the latest event time (offline).
         let now = self.clock.unwrap_or(0).max(self.last_refresh.unwrap_or(i64::MIN));
-        if let Some(seal) = &self.cfg.seal {
-            let max_s = u64::try_from(seal.fcr_max_window / NANOS_PER_SEC).unwrap_or(0);
-            if params.fcr_window_s > max_s {
-                return Err(format!(
-                    "FCR window of {} s is longer than the {} s this engine keeps callers for (fcr_max_window)",
-                    params.fcr_window_s, max_s
-                ));
-            }
+        ReportView {
+            now,
+            first: self.first.unwrap_or(now),
+            input_ended: self.input_ended,
+            fcr_max_window_s: self
+                .cfg
+                .seal
+                .as_ref()
+                .map(|s| u64::try_from(s.fcr_max_window / NANOS_PER_SEC).unwrap_or(0)),
         }
-        report::build(sets, params, now, self.first.unwrap_or(now), self.input_ended, watermarks)
     }
 
     /// Live view as of the last refresh: callers waiting per queue and what
@@ -957,6 +967,38 @@ fn contact_of(r: &CallRecord) -> Option<(CallerKey, UnixNanos, Contact)> {
     // look like repeats, and are counted apart from cases.
     let number = number.unwrap_or_else(|| format!("{WITHHELD}{}", r.call_id));
     Some(((r.site.clone(), number), r.contact_start(), contact))
+}
+
+/// The engine's clock and bounds as of a refresh ([`Engine::report_view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportView {
+    /// "Now" of the refresh.
+    pub now: UnixNanos,
+    /// Earliest KPI time seen (a report without `from` starts there).
+    pub first: UnixNanos,
+    /// Offline input has ended (nothing is in progress).
+    pub input_ended: bool,
+    /// Largest FCR window a report may ask for, seconds, when sealing.
+    pub fcr_max_window_s: Option<u64>,
+}
+
+impl ReportView {
+    /// Report rows from `sets` (see [`Engine::report_with`]).
+    ///
+    /// # Errors
+    /// When the report's time zone is unknown, or its FCR window is longer
+    /// than the engine keeps callers for.
+    pub fn report(&self, sets: &[&CounterSet], params: &KpiParams, watermarks: &[Watermark]) -> Result<Report, String> {
+        if let Some(max_s) = self.fcr_max_window_s
+            && params.fcr_window_s > max_s
+        {
+            return Err(format!(
+                "FCR window of {} s is longer than the {} s this engine keeps callers for (fcr_max_window)",
+                params.fcr_window_s, max_s
+            ));
+        }
+        report::build(sets, params, self.now, self.first, self.input_ended, watermarks)
+    }
 }
 
 /// Size of the engine's open window ([`Engine::window`]).

@@ -9,12 +9,13 @@
 //! reopens it from its stored events.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use callkpi_core::counters::CounterSet;
-use callkpi_core::engine::SealConfig;
+use callkpi_core::engine::{ReportView, SealConfig};
 use callkpi_core::event::{Event, EventKind};
+use callkpi_core::live::{LiveAgent, LiveQueue};
 use callkpi_core::{Engine, EngineConfig, KpiParams, Watermark};
 use callkpi_proto::pb;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +59,40 @@ pub struct KpiFollower {
     pub(super) kpi: KpiStore,
     cfg: FollowerConfig,
     pub(super) state: Mutex<FollowerState>,
+    /// What reports read, refreshed once per catch-up or tick: they never
+    /// wait for the engine.
+    published: RwLock<Arc<Published>>,
+}
+
+/// An immutable view of the engine after a refresh.
+pub(super) struct Published {
+    /// Rollup generation it goes with ([`KpiStore::generation`]).
+    generation: u64,
+    view: ReportView,
+    /// Sealed but not yet written, plus the open window.
+    cells: CounterSet,
+    live: (Vec<LiveQueue>, Vec<LiveAgent>),
+    last_kpi_time: HashMap<String, i64>,
+}
+
+/// Why a report failed, with the gRPC status it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The store cannot be read: UNAVAILABLE.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The query cannot be answered as asked (zone, FCR window): INVALID_ARGUMENT.
+    #[error("{0}")]
+    Query(String),
+}
+
+impl From<ReportError> for tonic::Status {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::Store(_) => tonic::Status::unavailable(e.to_string()),
+            ReportError::Query(m) => tonic::Status::invalid_argument(m),
+        }
+    }
 }
 
 pub(super) struct FollowerState {
@@ -130,7 +165,8 @@ impl KpiFollower {
                 FollowerState::from_snapshot(Snapshot::empty(Engine::new(cfg.engine())))
             }
         };
-        Arc::new(Self { store, kpi, cfg, state: Mutex::new(state) })
+        let published = RwLock::new(Arc::new(Published::of(&state, kpi.generation())));
+        Arc::new(Self { store, kpi, cfg, state: Mutex::new(state), published })
     }
 
     /// Applies every stored event not yet applied. Blocking (sled reads).
@@ -175,7 +211,22 @@ impl KpiFollower {
                 self.checkpoint_if_due(&mut st, crate::now_ns(), false)?;
             }
         }
+        if applied_now > 0 {
+            let mut st = self.lock();
+            self.publish(&mut st, crate::now_ns());
+        }
         Ok(applied_now)
+    }
+
+    /// Refreshes the engine and publishes what reports read.
+    fn publish(&self, st: &mut FollowerState, now_ns: i64) {
+        st.engine.refresh(Some(now_ns), false);
+        let p = Arc::new(Published::of(st, self.kpi.generation()));
+        *self.published.write().unwrap_or_else(std::sync::PoisonError::into_inner) = p;
+    }
+
+    fn published(&self) -> Arc<Published> {
+        Arc::clone(&self.published.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Files one event; a late one for a sealed call first reopens the call
@@ -207,6 +258,8 @@ impl KpiFollower {
         let written = self.kpi.checkpoint(sealed, &snapshot)?;
         st.checkpointed = Instant::now();
         st.generation += 1;
+        // Readers must not add the written cells twice: publish at once.
+        self.publish(st, now_ns);
         st.sealed_total += written.calls_sealed as u64;
         st.reopened_total += written.calls_reopened as u64;
         if written.calls_sealed > 0 || written.calls_reopened > 0 {
@@ -267,7 +320,9 @@ impl KpiFollower {
                     let me = Arc::clone(&self);
                     let due = tokio::task::spawn_blocking(move || {
                         let mut st = me.lock();
-                        me.checkpoint_if_due(&mut st, crate::now_ns(), false)
+                        let now = crate::now_ns();
+                        me.publish(&mut st, now);
+                        me.checkpoint_if_due(&mut st, now, false)
                     });
                     if let Ok(Err(error)) = due.await {
                         tracing::error!(%error, "KPI checkpoint failed.");
@@ -286,38 +341,41 @@ impl KpiFollower {
         }
     }
 
-    /// A report as of `now_ns` (aggregator wall clock): the rollups of its
-    /// range, what was sealed since the last checkpoint, and the open
-    /// window. Blocking.
+    /// A report over the last published view (at most a tick old, and
+    /// refreshed first when the store holds events not yet applied): the
+    /// rollups of its range, what was sealed since the last checkpoint,
+    /// and the open window. Blocking; it never waits for the engine.
     ///
     /// # Errors
-    /// When the store cannot be read or the report's zone is unknown.
-    pub fn report(&self, params: &KpiParams, now_ns: i64) -> Result<callkpi_core::Report, String> {
-        self.catch_up().map_err(|e| e.to_string())?;
-        let agents = self.store.agents().map_err(|e| e.to_string())?;
+    /// UNAVAILABLE-kind when the store cannot be read; a query error when
+    /// the zone is unknown or the FCR window too long.
+    pub fn report(&self, params: &KpiParams, _now_ns: i64) -> Result<callkpi_core::Report, ReportError> {
+        self.catch_up()?;
+        let agents = self.store.agents()?;
         let from = params.from.unwrap_or(i64::MIN);
-        let to = params.to.unwrap_or(now_ns.saturating_add(1));
-        // Rollups are read outside the engine's lock; a checkpoint in
-        // between moves cells into them, so read again then.
-        for _ in 0..3 {
-            let generation = self.lock().generation;
-            let rollups = self.kpi.rollups(from, to).map_err(|e| e.to_string())?;
-            let mut st = self.lock();
-            if st.generation != generation {
+        for attempt in 0..50 {
+            let p = self.published();
+            let to = params.to.unwrap_or(p.view.now.saturating_add(1));
+            let before = self.kpi.generation();
+            if before != p.generation {
+                // A checkpoint is being written, or its view is about to be published.
+                std::thread::sleep(Duration::from_millis(if attempt < 10 { 1 } else { 10 }));
                 continue;
             }
-            let watermarks = st.watermarks(&agents);
-            st.engine.refresh(Some(now_ns), false);
-            let sets: [&CounterSet; 3] = [&rollups, st.engine.pending_delta(), st.engine.counters()];
-            return st.engine.report_with(&sets, params, &watermarks);
+            let rollups = self.kpi.rollups(from, to)?;
+            if self.kpi.generation() != before {
+                continue;
+            }
+            let watermarks = watermarks(&agents, &p.last_kpi_time);
+            return p.view.report(&[&rollups, &p.cells], params, &watermarks).map_err(ReportError::Query);
         }
-        // Checkpoints keep coming: read under the lock.
-        let mut st = self.lock();
-        let rollups = self.kpi.rollups(from, to).map_err(|e| e.to_string())?;
-        let watermarks = st.watermarks(&agents);
-        st.engine.refresh(Some(now_ns), false);
-        let sets: [&CounterSet; 3] = [&rollups, st.engine.pending_delta(), st.engine.counters()];
-        st.engine.report_with(&sets, params, &watermarks)
+        // Checkpoints keep coming: answer under the engine's lock.
+        let st = self.lock();
+        let p = Published::of(&st, self.kpi.generation());
+        let to = params.to.unwrap_or(p.view.now.saturating_add(1));
+        let rollups = self.kpi.rollups(from, to)?;
+        let watermarks = watermarks(&agents, &st.last_kpi_time);
+        p.view.report(&[&rollups, &p.cells], params, &watermarks).map_err(ReportError::Query)
     }
 
     /// Size of the open window and sealing totals.
@@ -329,6 +387,20 @@ impl KpiFollower {
     /// Rollup cells stored (a scan: for metrics scraped now and then).
     pub fn rollup_cells(&self) -> usize {
         self.kpi.rollup_cells()
+    }
+}
+
+impl Published {
+    fn of(st: &FollowerState, generation: u64) -> Self {
+        let mut cells = st.engine.counters().clone();
+        cells.add(st.engine.pending_delta(), 1);
+        Self {
+            generation,
+            view: st.engine.report_view(),
+            cells,
+            live: st.engine.live(),
+            last_kpi_time: st.last_kpi_time.clone(),
+        }
     }
 }
 
@@ -358,7 +430,7 @@ impl KpiFollower {
         use callkpi_core::time::{Interval, interval_start, parse_tz};
         self.catch_up().map_err(|e| e.to_string())?;
         let records = self.store.agents().map_err(|e| e.to_string())?;
-        let watermarks = self.lock().watermarks(&records);
+        let watermarks = watermarks(&records, &self.published().last_kpi_time);
         let time_zone = if q.time_zone.is_empty() { "UTC".to_owned() } else { q.time_zone.clone() };
         let tz = parse_tz(&time_zone)?;
         let thresholds = if q.sl_thresholds_s.is_empty() { vec![20] } else { q.sl_thresholds_s.clone() };
@@ -371,8 +443,8 @@ impl KpiFollower {
             sl_thresholds_s: thresholds,
             ..KpiParams::default()
         };
-        let today = self.report(&params, now_ns)?;
-        let (queues, agents) = self.lock().engine.live();
+        let today = self.report(&params, now_ns).map_err(|e| e.to_string())?;
+        let (queues, agents) = self.published().live.clone();
         let wanted = |queue: &str| q.queues.is_empty() || q.queues.iter().any(|w| w == queue);
         let mut out: std::collections::BTreeMap<String, pb::QueueLive> = queues
             .into_iter()
@@ -438,23 +510,21 @@ impl KpiFollower {
     }
 }
 
-impl FollowerState {
-    /// How far each agent has delivered, for row completeness (see the
-    /// module docs): its last contact when it was caught up then, else the
-    /// KPI time of its last event the engine holds.
-    fn watermarks(&self, agents: &[AgentRecord]) -> Vec<Watermark> {
-        agents
-            .iter()
-            .map(|a| {
-                let until = if a.spool_last_seq <= a.hwm {
-                    a.last_seen_ns
-                } else {
-                    self.last_kpi_time.get(&a.agent_id).copied().unwrap_or_else(|| captured_until(a))
-                };
-                Watermark { agent_id: a.agent_id.clone(), delivered_until: until }
-            })
-            .collect()
-    }
+/// How far each agent has delivered, for row completeness (see the
+/// module docs): its last contact when it was caught up then, else the KPI
+/// time of its last event the engine holds.
+fn watermarks(agents: &[AgentRecord], last_kpi_time: &HashMap<String, i64>) -> Vec<Watermark> {
+    agents
+        .iter()
+        .map(|a| {
+            let until = if a.spool_last_seq <= a.hwm {
+                a.last_seen_ns
+            } else {
+                last_kpi_time.get(&a.agent_id).copied().unwrap_or_else(|| captured_until(a))
+            };
+            Watermark { agent_id: a.agent_id.clone(), delivered_until: until }
+        })
+        .collect()
 }
 
 /// How far an agent has delivered on the aggregator's wall clock: its last
@@ -468,4 +538,27 @@ pub(super) fn delivered_until(a: &AgentRecord) -> Watermark {
 fn captured_until(a: &AgentRecord) -> i64 {
     let offset = a.clock_offset_ns.unwrap_or(0);
     a.last_captured_ns.map_or(0, |t| t.saturating_sub(offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_the_engine_cannot_answer_is_invalid_argument_not_a_store_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), 1 << 20).unwrap();
+        let follower = KpiFollower::new(store);
+        let ok = KpiParams::default();
+        assert!(follower.report(&ok, crate::now_ns()).is_ok());
+        // Callers are kept 7 days: a 30-day FCR window cannot be answered.
+        let long = KpiParams { fcr_window_s: 30 * 24 * 3600, ..KpiParams::default() };
+        let err = follower.report(&long, crate::now_ns()).unwrap_err();
+        assert!(matches!(err, ReportError::Query(_)), "{err:?}");
+        let status = tonic::Status::from(err);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("fcr_max_window"), "{}", status.message());
+        let store_err = ReportError::Store(StoreError::KpiState { what: "x".into(), reason: "y".into() });
+        assert_eq!(tonic::Status::from(store_err).code(), tonic::Code::Unavailable);
+    }
 }

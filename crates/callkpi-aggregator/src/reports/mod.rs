@@ -38,7 +38,7 @@ mod follower;
 mod paging;
 
 use follower::delivered_until;
-pub use follower::{FollowerConfig, KpiFollower};
+pub use follower::{FollowerConfig, KpiFollower, ReportError};
 #[cfg(test)]
 use paging::call_timeline;
 pub use paging::{CallQuery, DEFAULT_CALLS_PAGE, MAX_CALLS_PAGE};
@@ -102,8 +102,7 @@ impl pb::reports_server::Reports for ReportsService {
         let now = crate::now_ns();
         let report = tokio::task::spawn_blocking(move || follower.report(&params, now))
             .await
-            .map_err(|e| Status::internal(format!("report task failed: {e}")))?
-            .map_err(Status::invalid_argument)?;
+            .map_err(|e| Status::internal(format!("report task failed: {e}")))??;
         tracing::debug!(%reader, rows = report.rows.len(), "GetKpis answered.");
         Ok(Response::new(report_to_pb(&report, now)))
     }
