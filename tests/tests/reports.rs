@@ -133,6 +133,44 @@ fn every_call_sealed_and_a_restart_give_the_same_rows() {
     agg.terminate(Duration::from_secs(15));
 }
 
+/// Retention deletes the raw events and the call index of a recording
+/// older than its window: the KPIs still come from the rollups, unchanged,
+/// and asking for a removed call says why it is gone.
+#[test]
+fn retention_removes_raw_events_and_calls_but_not_the_kpis() {
+    let s = Setup::new();
+    // run-a is from 2026-11-22: more than 10 days before any run of this test.
+    let kpi = "[kpi]\nseal_horizon_s = 0\nunknown_end_timeout_s = 60\ncheckpoint_interval_ms = 100\n\n\
+               [retention]\nraw_events_days = 10\ncalls_days = 10\ninterval_s = 1\n";
+    let (mut agg, mut agent, file) = deliver_run_a(&s, kpi);
+    let deleted = eventually(Duration::from_secs(30), || {
+        let text = http_get(s.agg_http, "/metrics")?;
+        let events = metric(&text, "callkpi_retention_events_deleted_total")?;
+        let calls = metric(&text, "callkpi_retention_calls_deleted_total")?;
+        (events >= 170.0 && calls >= 49.0).then_some((events, calls))
+    });
+    assert!(deleted.is_some(), "retention did not run:\n{}", tail(&agg.log_text()));
+    assert_report_equals_analyze(&s, &agg, &file);
+
+    let server = format!("http://127.0.0.1:{}", s.grpc);
+    let conn = ["--server", server.as_str(), "--token", TOKEN_READER];
+    let mut list = vec!["calls"];
+    list.extend(conn);
+    list.extend(["--format", "json"]);
+    let (code, out, err) = callkpi(&list);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["calls"].as_array().map(Vec::len), Some(0), "{out}");
+    let call_id = truth()["calls"][0]["callid"].as_str().unwrap().to_owned();
+    let mut one = vec!["call", call_id.as_str()];
+    one.extend(conn);
+    let (code, _, err) = callkpi(&one);
+    assert_ne!(code, 0);
+    assert!(err.contains("removed by retention"), "{err}");
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+}
+
 #[test]
 fn nothing_sealed_gives_the_same_rows() {
     let s = Setup::new();

@@ -115,6 +115,8 @@ pub struct Config {
     pub live: LiveConfig,
     /// `[kpi]`: how the KPI engine seals what can no longer change.
     pub kpi: KpiConfig,
+    /// `[retention]`: how long raw events and the call index are kept.
+    pub retention: RetentionConfig,
     /// `[wallboard]`: the wallboard page on the HTTP port.
     pub wallboard: WallboardConfig,
 }
@@ -171,6 +173,29 @@ impl Default for KpiConfig {
             unknown_end_timeout_s: 4 * 3600,
             checkpoint_interval_ms: 10_000,
         }
+    }
+}
+
+/// `[retention]`: raw events (what `GetCall` shows and a late event
+/// reopens a call from) and the sealed-call index (what `ListCalls` lists)
+/// are deleted once older than this; the rollups every report reads are
+/// small and kept forever, so KPIs over any period stay available.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days raw events are kept (by the time they happened); 0 keeps them
+    /// forever. Default 400 (13 months). Must exceed the sealing horizon,
+    /// the unknown-end timeout and the largest FCR window together.
+    pub raw_events_days: u32,
+    /// Days sealed calls stay in the call index; 0 keeps them forever. Default 400.
+    pub calls_days: u32,
+    /// How often the deletion runs, seconds. Default 3 600.
+    pub interval_s: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { raw_events_days: 400, calls_days: 400, interval_s: 3600 }
     }
 }
 
@@ -277,6 +302,7 @@ impl Default for Config {
             readers: Vec::new(),
             live: LiveConfig::default(),
             kpi: KpiConfig::default(),
+            retention: RetentionConfig::default(),
             wallboard: WallboardConfig::default(),
         }
     }
@@ -356,6 +382,24 @@ impl Config {
         }
         if self.max_in_flight_batches == 0 {
             return Err(invalid("max_in_flight_batches", "must be at least 1".into()));
+        }
+        let open_s = self
+            .kpi
+            .seal_horizon_s
+            .saturating_add(self.kpi.unknown_end_timeout_s)
+            .saturating_add(self.kpi.fcr_max_window_s);
+        if self.retention.raw_events_days > 0 && u64::from(self.retention.raw_events_days) * 86_400 <= open_s {
+            return Err(invalid(
+                "retention.raw_events_days",
+                format!(
+                    "{} days is not longer than [kpi] seal_horizon_s + unknown_end_timeout_s + fcr_max_window_s ({open_s} s): \
+                     a late event could no longer reopen its call",
+                    self.retention.raw_events_days
+                ),
+            ));
+        }
+        if self.retention.interval_s == 0 {
+            return Err(invalid("retention.interval_s", "must be at least 1".into()));
         }
         if self.heartbeat_interval_ms < 100 {
             return Err(invalid("heartbeat_interval_ms", format!("{} is below 100 ms", self.heartbeat_interval_ms)));
@@ -562,6 +606,8 @@ mod tests {
         assert_eq!(invalid_key(&format!("max_batch_bytes = 16777216\n{agent}")), "max_batch_bytes");
         assert_eq!(invalid_key(&format!("max_batch_events = 0\n{agent}")), "max_batch_events");
         assert_eq!(invalid_key(&format!("heartbeat_interval_ms = 5\n{agent}")), "heartbeat_interval_ms");
+        // Raw events must outlive the open window, or a late event could not reopen its call.
+        assert_eq!(invalid_key(&format!("{agent}\n[retention]\nraw_events_days = 7\n")), "retention.raw_events_days");
         assert_eq!(invalid_key("[[agents]]\nid = \"a b\"\ntoken_sha256 = \"00\"\n"), "agents[0].id");
         assert_eq!(invalid_key("[[agents]]\nid = \"a\"\ntoken_sha256 = \"00\"\n"), "agents[0].token_sha256");
         assert_eq!(invalid_key("[[agents]]\nid = \"a\"\n"), "agents[0].token_sha256");

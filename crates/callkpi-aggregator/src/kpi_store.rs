@@ -12,6 +12,7 @@
 //! - `k` + call id + site -> first event time (finds a call by id).
 //! - `s` -> the engine's open window and the follower's position, as of
 //!   the last checkpoint.
+//! - `e` -> calls that started before this were removed by retention.
 //!
 //! Values are MessagePack with named fields (rmp-serde): counters that are
 //! zero are left out and missing ones read as zero, so what is stored
@@ -32,6 +33,8 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Store, StoreError};
 
 const SNAPSHOT_KEY: &[u8] = b"s";
+/// Start time below which retention removed sealed calls from the index.
+const EXPIRED_KEY: &[u8] = b"e";
 /// Format of the snapshot; another one is not read (the follower then
 /// rebuilds its open window from the raw events).
 const SNAPSHOT_FORMAT: u32 = 1;
@@ -351,6 +354,39 @@ impl KpiStore {
             let (_, v) = kv?;
             Ok(decode::<SealedEntry>("sealed call", &v)?.record)
         })
+    }
+
+    /// Deletes sealed calls that started before `before_ns` from the index
+    /// (their rollups stay), at most `limit`; remembers the bound for
+    /// [`KpiStore::expired_before`]. Returns how many. Blocking.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub(crate) fn expire_calls(&self, before_ns: UnixNanos, limit: usize) -> Result<usize, StoreError> {
+        let tree = self.tree();
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in tree.range(call_key(i64::MIN, "", "")..call_key(before_ns, "", "")).take(limit) {
+            let (k, v) = kv?;
+            let entry: SealedEntry = decode("sealed call", &v)?;
+            batch.remove(k);
+            batch.remove(id_key(&entry.record.call_id, &entry.record.site));
+            n += 1;
+        }
+        if n > 0 {
+            let floor = self.expired_before()?.unwrap_or(i64::MIN).max(before_ns);
+            batch.insert(EXPIRED_KEY, sortable(floor).to_vec());
+            tree.apply_batch(batch)?;
+        }
+        Ok(n)
+    }
+
+    /// Calls that started before this were removed from the index by retention.
+    ///
+    /// # Errors
+    /// When sled fails.
+    pub(crate) fn expired_before(&self) -> Result<Option<UnixNanos>, StoreError> {
+        Ok(self.tree().get(EXPIRED_KEY)?.and_then(|v| unsortable(&v)))
     }
 
     /// The events of a sealed call, read back from the raw store.

@@ -49,6 +49,7 @@ mod ingest;
 mod kpi_store;
 mod metrics;
 pub mod reports;
+mod retention;
 pub mod store;
 mod wallboard;
 
@@ -162,6 +163,13 @@ impl Aggregator {
 
         let follower = reports::KpiFollower::with_config(store.clone(), follower_config(&cfg.kpi));
         tracker.spawn(Arc::clone(&follower).run(stop.clone()));
+        tracker.spawn(retention::run(
+            store.clone(),
+            Arc::clone(&follower),
+            cfg.retention.clone(),
+            Arc::clone(&metrics),
+            stop.clone(),
+        ));
         let wallboard = Arc::new(wallboard::Wallboard::new(
             Arc::clone(&follower),
             store.clone(),

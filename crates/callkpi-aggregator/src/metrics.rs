@@ -25,6 +25,11 @@
 //! | `callkpi_kpi_agent_changes` | gauge | | agent state changes since their last folded quarter hour |
 //! | `callkpi_kpi_calls_sealed` | gauge | | calls sealed into rollups since start |
 //! | `callkpi_kpi_calls_reopened` | gauge | | sealed calls reopened by a late event since start |
+//! | `callkpi_kpi_late_beyond_retention` | gauge | | late events not applied: their call's raw events were deleted |
+//! | `callkpi_store_tree_bytes` | gauge | tree | keys and values per store tree (each retention pass) |
+//! | `callkpi_store_oldest_event_timestamp_seconds` | gauge | | oldest raw event kept (each retention pass) |
+//! | `callkpi_retention_events_deleted_total` | counter | | raw events deleted by `[retention]` |
+//! | `callkpi_retention_calls_deleted_total` | counter | | sealed calls removed from the index by `[retention]` |
 //! | `callkpi_agent_hwm` | gauge | agent | highest contiguous seq durably held |
 //! | `callkpi_agent_lag_seconds` | gauge | agent | now - `captured_at` of the last event stored |
 //! | `callkpi_agent_clock_offset_seconds` | gauge | agent | agent clock - aggregator clock |
@@ -106,8 +111,14 @@ pub(crate) struct QueueStateLabel {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// The KPI engine's open window and sealing totals ([`crate::reports::KpiFollower::window`]).
-type KpiWindow = (callkpi_core::engine::Window, u64, u64);
+/// The KPI engine's open window, sealing totals and late events past retention.
+type KpiWindow = (callkpi_core::engine::Window, u64, u64, u64);
+
+/// `tree` label of the store's size.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct TreeLabel {
+    pub(crate) tree: &'static str,
+}
 
 /// Every metric of the aggregator, registered in its own registry (no globals).
 pub(crate) struct Metrics {
@@ -129,6 +140,11 @@ pub(crate) struct Metrics {
     kpi_agent_changes: Gauge,
     kpi_sealed: Gauge,
     kpi_reopened: Gauge,
+    kpi_late_beyond_retention: Gauge,
+    tree_bytes: Family<TreeLabel, Gauge>,
+    oldest_event: FloatGauge,
+    retention_events: Counter,
+    retention_calls: Counter,
     hwm: Family<AgentLabel, Gauge>,
     lag: Family<AgentLabel, FloatGauge>,
     clock_offset: Family<AgentLabel, FloatGauge>,
@@ -169,6 +185,11 @@ impl Metrics {
             kpi_agent_changes: Gauge::default(),
             kpi_sealed: Gauge::default(),
             kpi_reopened: Gauge::default(),
+            kpi_late_beyond_retention: Gauge::default(),
+            tree_bytes: Family::default(),
+            oldest_event: FloatGauge::default(),
+            retention_events: Counter::default(),
+            retention_calls: Counter::default(),
             hwm: Family::default(),
             lag: Family::default(),
             clock_offset: Family::default(),
@@ -212,10 +233,33 @@ impl Metrics {
             ("kpi_agent_changes", "Agent state changes since their last folded quarter hour", &m.kpi_agent_changes),
             ("kpi_calls_sealed", "Calls sealed into rollups since start", &m.kpi_sealed),
             ("kpi_calls_reopened", "Sealed calls reopened by a late event since start", &m.kpi_reopened),
+            (
+                "kpi_late_beyond_retention",
+                "Late events not applied since start: their call's raw events were deleted by retention",
+                &m.kpi_late_beyond_retention,
+            ),
         ];
         for (name, help, gauge) in kpi {
             registry.register(name, help, gauge.clone());
         }
+        registry.register_with_unit(
+            "store_tree",
+            "Bytes of keys and values per store tree (measured by each retention pass)",
+            Unit::Bytes,
+            m.tree_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "store_oldest_event_timestamp",
+            "Time of the oldest raw event kept, Unix seconds (measured by each retention pass)",
+            Unit::Seconds,
+            m.oldest_event.clone(),
+        );
+        registry.register("retention_events_deleted", "Raw events deleted by retention", m.retention_events.clone());
+        registry.register(
+            "retention_calls_deleted",
+            "Sealed calls removed from the index by retention",
+            m.retention_calls.clone(),
+        );
         registry.register("agent_hwm", "Highest contiguous seq durably held per agent", m.hwm.clone());
         registry.register_with_unit(
             "agent_lag",
@@ -316,12 +360,31 @@ impl Metrics {
 
     /// Refreshes the gauges read from the store and the live view, then
     /// encodes everything.
+    /// Counts what a retention pass deleted and measures the store.
+    pub(crate) fn record_retention(&self, store: &Store, done: crate::retention::Pass) {
+        self.retention_events.inc_by(done.events);
+        self.retention_calls.inc_by(done.calls);
+        for (tree, bytes) in store.tree_bytes() {
+            self.tree_bytes.get_or_create(&TreeLabel { tree }).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        let oldest = store
+            .agents()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| store.oldest_event_ns(&a.agent_id).ok().flatten())
+            .min();
+        if let Some(t) = oldest {
+            self.oldest_event.set(t as f64 / 1e9);
+        }
+    }
+
     fn render(&self, store: &Store, live: Option<&pb::LiveSnapshot>, kpi: KpiWindow, now_ns: i64) -> String {
         let _serial = self.render_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(snap) = live {
             self.set_queues(snap);
         }
-        let (w, sealed, reopened) = kpi;
+        let (w, sealed, reopened, late) = kpi;
+        self.kpi_late_beyond_retention.set(i64::try_from(late).unwrap_or(i64::MAX));
         let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.kpi_open_calls.set(n(w.calls));
         self.kpi_open_events.set(n(w.events));
@@ -382,7 +445,9 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         if let Err(error) = &live {
             tracing::warn!(%error, "Cannot compute the live queue figures for metrics.");
         }
-        let kpi = state.wallboard.follower().window();
+        let f = state.wallboard.follower();
+        let (w, sealed, reopened) = f.window();
+        let kpi = (w, sealed, reopened, f.late_beyond_retention());
         state.metrics.render(&state.store, live.as_ref().ok(), kpi, now)
     };
     match tokio::task::spawn_blocking(render).await {

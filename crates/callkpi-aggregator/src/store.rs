@@ -461,6 +461,78 @@ impl Store {
         Ok(found.into_iter().find(|(s, _)| *s == seq).map(|(_, e)| e))
     }
 
+    /// Deletes `agent_id`'s oldest stored events, whole groups at a time,
+    /// while every event of a group happened (source time, else capture
+    /// time) before `before_ns` and its seqs are at most `up_to_seq` (what
+    /// the KPI engine has applied). At most `max_groups` per call; returns
+    /// (groups, events) deleted. The hwm stays: a re-sent old seq is then
+    /// ignored as late, never stored again. Blocking.
+    ///
+    /// # Errors
+    /// When sled fails or a group does not decode.
+    pub(crate) fn expire_events(
+        &self,
+        agent_id: &str,
+        before_ns: i64,
+        up_to_seq: u64,
+        max_groups: usize,
+    ) -> Result<(u64, u64), StoreError> {
+        let old = |bytes: &[u8]| {
+            pb::Event::decode(bytes).map(|e| e.source_time_ns.unwrap_or(e.captured_at_ns) < before_ns).unwrap_or(false)
+        };
+        let (mut groups, mut events) = (0u64, 0u64);
+        let range = event_key(agent_id, 0)..=event_key(agent_id, u64::MAX);
+        for kv in self.inner.groups.range(range.clone()).take(max_groups) {
+            let (k, v) = kv?;
+            let entries = parse_group(agent_id, &k, &v)?;
+            let last = entries.last().map_or(0, |e| e.seq);
+            if last > up_to_seq || !entries.iter().all(|e| old(&v[e.start..e.end])) {
+                break;
+            }
+            self.inner.groups.remove(&k)?;
+            groups += 1;
+            events += entries.len() as u64;
+        }
+        // Stores of the first layout: one key per event.
+        for kv in self.inner.events.range(range).take(max_groups.saturating_mul(16)) {
+            let (k, v) = kv?;
+            if key_seq(&k) > up_to_seq || !old(&v) {
+                break;
+            }
+            self.inner.events.remove(&k)?;
+            events += 1;
+        }
+        Ok((groups, events))
+    }
+
+    /// Time (source, else capture) of `agent_id`'s oldest stored event. Blocking.
+    ///
+    /// # Errors
+    /// When sled fails or the group does not decode.
+    pub(crate) fn oldest_event_ns(&self, agent_id: &str) -> Result<Option<i64>, StoreError> {
+        let range = event_key(agent_id, 0)..=event_key(agent_id, u64::MAX);
+        let Some(kv) = self.inner.groups.range(range).next() else { return Ok(None) };
+        let (k, v) = kv?;
+        let entries = parse_group(agent_id, &k, &v)?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| pb::Event::decode(&v[e.start..e.end]).ok())
+            .map(|e| e.source_time_ns.unwrap_or(e.captured_at_ns))
+            .min())
+    }
+
+    /// Bytes of keys and values per tree (a full scan: for a background task). Blocking.
+    pub(crate) fn tree_bytes(&self) -> Vec<(&'static str, u64)> {
+        let size = |t: &sled::Tree| t.iter().flatten().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        vec![
+            ("groups", size(&self.inner.groups)),
+            ("events", size(&self.inner.events)),
+            ("quarantine", size(&self.inner.quarantine)),
+            ("agents", size(&self.inner.agents)),
+            ("kpi", size(&self.inner.kpi)),
+        ]
+    }
+
     /// Where a corrupt previous store was moved at open, if it was.
     pub fn quarantined(&self) -> Option<&Path> {
         self.inner.quarantined.as_deref()

@@ -111,6 +111,11 @@ pub(super) struct FollowerState {
     /// Totals since start, for metrics and logs.
     pub(super) sealed_total: u64,
     pub(super) reopened_total: u64,
+    /// Late events for sealed calls whose raw events retention removed.
+    pub(super) late_beyond_retention: u64,
+    /// `applied` as of the last checkpoint: what a restart will not replay,
+    /// so the only raw events retention may delete.
+    durable_applied: HashMap<String, u64>,
 }
 
 impl std::fmt::Debug for KpiFollower {
@@ -241,6 +246,13 @@ impl KpiFollower {
                 return Ok(false);
             }
             let events = self.kpi.events_of(&entry)?;
+            if events.len() < entry.events.len() {
+                // Its raw events are gone: it cannot be rebuilt, so its sealed
+                // contribution stands and this event is not applied.
+                st.late_beyond_retention += 1;
+                tracing::warn!(site = %ev.site, call = %ev.call_id, "Late event for a call whose raw events retention removed; not applied.");
+                return Ok(false);
+            }
             tracing::debug!(site = %ev.site, call = %ev.call_id, events = events.len(), "Late event reopens a sealed call.");
             st.engine.unseal(events, entry.evicted);
         }
@@ -257,6 +269,7 @@ impl KpiFollower {
         let snapshot = SnapshotRef::new(&st.engine, &st.applied, &st.last_kpi_time, st.undecodable);
         let written = self.kpi.checkpoint(sealed, &snapshot)?;
         st.checkpointed = Instant::now();
+        st.durable_applied = st.applied.clone();
         st.generation += 1;
         // Readers must not add the written cells twice: publish at once.
         self.publish(st, now_ns);
@@ -378,6 +391,27 @@ impl KpiFollower {
         p.view.report(&[&rollups, &p.cells], params, &watermarks).map_err(ReportError::Query)
     }
 
+    /// The largest FCR window a report may ask for, seconds, when sealing.
+    pub fn fcr_max_window_s(&self) -> Option<u64> {
+        self.cfg.seal.as_ref().map(|s| u64::try_from(s.fcr_max_window / 1_000_000_000).unwrap_or(0))
+    }
+
+    /// Highest seq of `agent` a restart will not replay (applied as of the
+    /// last checkpoint): raw events up to it may be deleted.
+    pub(crate) fn durable_applied(&self, agent: &str) -> u64 {
+        self.lock().durable_applied.get(agent).copied().unwrap_or(0)
+    }
+
+    /// The KPI part of the store.
+    pub(crate) fn kpi(&self) -> &KpiStore {
+        &self.kpi
+    }
+
+    /// Late events not applied because their call's raw events were deleted.
+    pub fn late_beyond_retention(&self) -> u64 {
+        self.lock().late_beyond_retention
+    }
+
     /// Size of the open window and sealing totals.
     pub fn window(&self) -> (callkpi_core::engine::Window, u64, u64) {
         let st = self.lock();
@@ -408,6 +442,7 @@ impl FollowerState {
     fn from_snapshot(s: Snapshot) -> Self {
         Self {
             engine: s.engine,
+            durable_applied: s.applied.clone(),
             applied: s.applied,
             last_kpi_time: s.last_kpi_time,
             undecodable: s.undecodable,
@@ -415,6 +450,7 @@ impl FollowerState {
             generation: 0,
             sealed_total: 0,
             reopened_total: 0,
+            late_beyond_retention: 0,
         }
     }
 }
@@ -441,6 +477,7 @@ impl KpiFollower {
             group_by: vec![GroupBy::Queue],
             time_zone,
             sl_thresholds_s: thresholds,
+            fcr_window_s: KpiParams::default().fcr_window_s.min(self.fcr_max_window_s().unwrap_or(u64::MAX)),
             ..KpiParams::default()
         };
         let today = self.report(&params, now_ns).map_err(|e| e.to_string())?;

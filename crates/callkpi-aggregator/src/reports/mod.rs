@@ -74,7 +74,13 @@ impl std::fmt::Debug for ReportsService {
 
 impl ReportsService {
     pub(crate) fn new(follower: Arc<KpiFollower>, readers: ReaderAuth, shutdown: CancellationToken) -> Self {
-        Self { follower, readers, defaults: KpiParams::default(), shutdown }
+        // A query that leaves the FCR window unset gets the default, within
+        // what the engine keeps callers for.
+        let mut defaults = KpiParams::default();
+        if let Some(max) = follower.fcr_max_window_s() {
+            defaults.fcr_window_s = defaults.fcr_window_s.min(max);
+        }
+        Self { follower, readers, defaults, shutdown }
     }
 
     /// The tonic server for this service.

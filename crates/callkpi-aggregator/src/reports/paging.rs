@@ -199,9 +199,19 @@ pub(crate) fn call_timeline(
         return Err(Status::invalid_argument("CallRef.call_id is empty"));
     }
     let unavailable = |e: crate::store::StoreError| Status::unavailable(format!("reading the call: {e}"));
-    let not_found = || match &call.site {
+    let plain_not_found = || match &call.site {
         Some(site) if !site.is_empty() => Status::not_found(format!("no call {id:?} at site {site:?}")),
         _ => Status::not_found(format!("no call {id:?}")),
+    };
+    // Say so when retention may be why.
+    let not_found = || match kpi.map(KpiStore::expired_before) {
+        Some(Ok(Some(t))) => Status::not_found(format!(
+            "{}; calls that started before {} were removed by retention ([retention] calls_days)",
+            plain_not_found().message(),
+            callkpi_core::time::parse_tz("UTC")
+                .map_or_else(|_| t.to_string(), |utc| callkpi_core::time::rfc3339(t, &utc))
+        )),
+        _ => plain_not_found(),
     };
     let site = match call.site.as_deref().filter(|s| !s.is_empty()) {
         Some(site) => site.to_owned(),
@@ -233,5 +243,11 @@ pub(crate) fn call_timeline(
     let Some(kpi) = kpi else { return Err(not_found()) };
     let Some((_, entry)) = kpi.sealed_call(&site, id).map_err(unavailable)? else { return Err(not_found()) };
     let events = kpi.events_of(&entry).map_err(unavailable)?;
+    if events.len() < entry.events.len() {
+        return Err(Status::not_found(format!(
+            "the events of call {id:?} at site {site:?} were removed by retention ([retention] raw_events_days); \
+             it is still listed by ListCalls and counted in the KPIs"
+        )));
+    }
     Ok(timeline_to_pb(&entry.record, &events, short_abandon_s))
 }
