@@ -318,6 +318,7 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                 let mut m = AmiMapper::new(AmiMapperConfig::default());
                 let mut ev = Vec::new();
                 m.map_bytes(&bytes, &mut ev);
+                log_exit_resolution(path, m.exit_resolution());
                 (ev, SourceKind::AsteriskAmi, m.unparsed().clone())
             }
         };
@@ -336,6 +337,25 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
         un.insert("malformed".into(), unparsed.malformed);
     }
     Ok(AnalyzeOutput { params, inputs, rows, unparsed: un })
+}
+
+/// Says how an AMI input's queue exits were told apart (timeouts and
+/// leave-when-empty from abandons), so that a reader comparing with
+/// queue_log knows which rule gave the figures.
+fn log_exit_resolution(path: &std::path::Path, r: callkpi_feeds::ami::ExitResolution) {
+    let rule = if r.varset_seen {
+        "QUEUESTATUS (VarSet events received)"
+    } else {
+        "fallback: no VarSet events (manager user without the dialplan class), \
+         a caller with a hang-up request abandoned, one let go alive timed out"
+    };
+    tracing::info!(
+        path = %path.display(),
+        by_queuestatus = r.by_queuestatus,
+        by_hangup_request = r.by_hangup_request,
+        refused = r.refused,
+        "AMI queue exits told apart by {rule}."
+    );
 }
 
 /// The SIP tracker configuration from the `--sip-*` flags.

@@ -87,6 +87,7 @@
 //! | `UNPAUSE` / `UNPAUSEALL` | - | `AgentState { Available }`, queue `None` for `UNPAUSEALL` |
 //! | `QUEUESTART` | - | `QueueStart` |
 //! | `DID` | DID | `CallOffered { Inbound, caller: "", called: DID, trunk: None }` |
+//! | `WITHDRAW` | position\|origposition\|waittime\|info | `QueueLeave { Unspecified, waittime }`: removed by AMI `QueueWithdrawCaller` |
 //! | `SYSCOMPAT` | - | `QueueLeave { Unspecified }`: the call was dropped after an agent answered (incompatible channels) |
 //! | `CONFIGRELOAD`, `INFO` | - | none: known and informational, not counted |
 //!

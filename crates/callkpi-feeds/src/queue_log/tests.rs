@@ -350,6 +350,10 @@ fn queuestart_did_and_informational_verbs() {
     let (events, m) = map("1|NONE|NONE|NONE|CONFIGRELOAD|\n2|c|q|NONE|INFO|x|y\n");
     assert!(events.is_empty());
     assert_eq!(m.unparsed(), &Unparsed::default());
+    assert_eq!(
+        kind("3|c|q|NONE|WITHDRAW|1|2|14|moved"),
+        EventKind::QueueLeave { queue: "q".into(), reason: LeaveReason::Unspecified, reported_wait_ms: Some(14_000) }
+    );
     // SYSCOMPAT: the call was dropped; the caller's stay in the queue ends.
     assert_eq!(
         kind("3|c|q|a|SYSCOMPAT"),

@@ -168,6 +168,10 @@ pub(super) fn map_record(rec: &QueueLogRecord<'_>, outdials: &mut HashMap<String
         // neither answered nor abandoned by the caller. Some versions log an
         // ABANDON after it, which then gives the reason.
         "SYSCOMPAT" => leave(LeaveReason::Unspecified, None),
+        // position|origposition|waittime|info: removed by the
+        // QueueWithdrawCaller action (Asterisk 21+), neither abandoned by the
+        // caller nor let go by the queue's limits; as on the AMI path.
+        "WITHDRAW" => leave(LeaveReason::Unspecified, Some(d(2))),
         "CONFIGRELOAD" | "INFO" => Mapped::Informational,
         "SURVEY" => match survey(rec) {
             Some(kind) => event(kind),
