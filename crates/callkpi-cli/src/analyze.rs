@@ -161,12 +161,19 @@ pub struct ReportOptions {
 pub enum SlFormulaArg {
     /// Answered within T / offered.
     Offered,
-    /// Answered within T / answered (Asterisk ServicelevelPerf).
+    /// Answered within T / answered.
     Answered,
-    /// (Answered + abandoned within T) / offered (Asterisk ServicelevelPerf2).
+    /// (Answered + abandoned within T) / offered.
     AbandonsPositive,
     /// Answered within T / (offered - abandoned within T).
     AbandonsIgnored,
+    /// Asterisk's ServicelevelPerf (completed within T / completed); T is
+    /// the queue's servicelevel. Adds Asterisk's Completed and Abandoned.
+    AsteriskPerf,
+    /// Asterisk's ServicelevelPerf2 ((completed + abandoned within T) /
+    /// (completed + abandoned), abandoned counting timeouts and
+    /// leave-when-empty). Adds Asterisk's Completed and Abandoned.
+    AsteriskPerf2,
 }
 
 impl From<SlFormulaArg> for SlFormula {
@@ -176,6 +183,8 @@ impl From<SlFormulaArg> for SlFormula {
             SlFormulaArg::Answered => SlFormula::Answered,
             SlFormulaArg::AbandonsPositive => SlFormula::AbandonsPositive,
             SlFormulaArg::AbandonsIgnored => SlFormula::AbandonsIgnored,
+            SlFormulaArg::AsteriskPerf => SlFormula::AsteriskPerf,
+            SlFormulaArg::AsteriskPerf2 => SlFormula::AsteriskPerf2,
         }
     }
 }
