@@ -476,3 +476,34 @@ fn callers_still_waiting_are_in_no_sl_denominator_unless_past_t() {
     assert_eq!((k.asterisk_completed, k.asterisk_abandoned), (Some(1), Some(0)));
     close(k.service_level_pct["20"], 100.0);
 }
+
+// --- rotation ---
+
+/// Issue 17: `callkpi analyze --queue-log queue_log.1 --queue-log queue_log`
+/// reads the files as inputs of one stream: a caller who entered before the
+/// rotation and left after it is one visit, offered once, in both cases.
+#[test]
+fn exit_after_rotation_counts_once() {
+    let before = at("\
+{T+0}|r1|support|NONE|ENTERQUEUE||0611111111|1
+{T+1}|r2|support|NONE|ENTERQUEUE||0622222222|2
+");
+    let after = at("\
+{T+30}|r1|support|NONE|ABANDON|1|1|30
+{T+12}|r2|support|Bob|CONNECT|11|r2.5|4
+{T+50}|r2|support|Bob|COMPLETEAGENT|11|38|2
+");
+    // One mapper per file, as analyze does.
+    let files = [before, after]
+        .iter()
+        .map(|file| QueueLogMapper::new(QueueLogConfig::default()).map_all(file.as_bytes()))
+        .collect();
+    let e = common::engine_of_files(files, SourceKind::AsteriskQueueLog);
+    let k = pick(
+        e.report(&params(&[]), &[]).expect("report").rows.into_iter().map(|r| (r.group, r.kpis, r.flags)).collect(),
+        &[],
+        None,
+    );
+    assert_eq!((k.entered, k.offered, k.answered, k.abandoned, k.other_exits), (2, 2, 1, 1, 0));
+    close(k.asa_s, 11.0);
+}
