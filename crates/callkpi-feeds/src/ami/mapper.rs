@@ -315,6 +315,9 @@ impl AmiMapper {
             "QueueMemberRemoved" => self.member_state(msg, &c, Some(AgentState::Logout), out),
             "QueueMemberPause" | "QueueMemberPaused" => self.member_state(msg, &c, None, out),
             "QueueMember" => self.queue_member(msg, out),
+            // app_agent_pool (12+) and chan_agent (up to 11, lower-case names).
+            "AgentLogin" | "Agentlogin" | "Agentcallbacklogin" => self.agent_login(msg, &c, AgentState::Login, out),
+            "AgentLogoff" | "Agentlogoff" | "Agentcallbacklogoff" => self.agent_login(msg, &c, AgentState::Logout, out),
             "QueueMemberStatus" => {
                 self.learn_member(msg);
                 true
@@ -762,6 +765,30 @@ impl AmiMapper {
             None if paused => out.push(event(AgentState::Paused { reason: pause_reason(msg) })),
             None => out.push(event(AgentState::Available)),
         }
+        true
+    }
+
+    /// `AgentLogin`/`AgentLogoff` of an `Agent:` (app_agent_pool): presence
+    /// in no queue in particular, as queue_log's `AGENTLOGIN` (queue `NONE`).
+    /// The agent is named as its queue member `Agent/<id>` is, when known, so
+    /// that its calls and its login fall on one name.
+    fn agent_login(
+        &mut self,
+        msg: &AmiMessage<'_>,
+        c: &Common<'_>,
+        state: AgentState,
+        out: &mut Vec<FeedEvent>,
+    ) -> bool {
+        let Some(id) = msg.get("Agent").map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()) else {
+            return false;
+        };
+        let agent = self.member_name(&format!("Agent/{id}")).map_or(id, str::to_owned);
+        out.push(FeedEvent {
+            call_id: String::new(),
+            leg_id: String::new(),
+            source_time: c.time,
+            kind: EventKind::AgentState { agent, queue: None, state },
+        });
         true
     }
 

@@ -61,6 +61,7 @@
 //! | `DialBegin` from a channel into an outbound context or trunk | `CallOffered { Outbound }` | caller = agent, called = number, trunk = context |
 //! | matching `DialEnd` | `DialResult` | `ANSWER`, `BUSY`, `NOANSWER`, `CONGESTION`, `CHANUNAVAIL` → Unavailable, `CANCEL` → AgentAbandoned, else Failed |
 //! | `QueueMemberAdded` / `QueueMemberRemoved` | `AgentState` Login (+ Paused if added paused) / Logout | per queue |
+//! | `AgentLogin` / `AgentLogoff` (app_agent_pool, 12+; `Agentlogin`... before) | `AgentState` Login / Logout, queue `None` | agent = the member name of `Agent/<Agent>` when known, else the `Agent:` id (queue_log's `AGENTLOGIN` names the id) |
 //! | `QueueMemberPause` (`QueueMemberPaused`) | `AgentState` Paused { `PausedReason` } / Available | by `Paused: 1/0` |
 //! | `QueueMember` (`QueueStatus` reply) | `AgentState` Login at `LoginTime` (+ Paused at `LastPause`) | state assertions: a repeated Login is a no-op downstream |
 //! | `UserEvent` named in [`AmiMapperConfig::survey_events`] | `SurveyAnswer` | `Score`, `Queue`, `Agent` (else the call's last agent) |

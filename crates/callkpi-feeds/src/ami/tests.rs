@@ -767,6 +767,52 @@ fn member_states() {
     assert_eq!(m.member_name("Local/1003@agents-0000002f;1"), Some("Carla Jiménez"));
 }
 
+/// Asterisk 12+ agents (app_agent_pool): `AgentLogin`/`AgentLogoff` give
+/// presence, and pauses with a reason give pause time, through the engine.
+#[test]
+fn agent_login_logoff_and_pauses_make_login_and_pause_time() {
+    let mut m = AmiMapper::default();
+    let t = |s: i64| 1_795_356_000 + s;
+    let text = format!(
+        "Event: QueueMemberAdded\nTimestamp: {}.0\nQueue: support\nInterface: Agent/1001\nMemberName: Alice Martin\nPaused: 0\n\n\
+         Event: AgentLogin\nTimestamp: {}.0\nChannel: PJSIP/1001-00000001\nUniqueid: 9.1\nLinkedid: 9.1\nAgent: 1001\n\n\
+         Event: QueueMemberPause\nTimestamp: {}.0\nQueue: support\nInterface: Agent/1001\nMemberName: Alice Martin\nPaused: 1\nPausedReason: lunch\n\n\
+         Event: QueueMemberPause\nTimestamp: {}.0\nQueue: support\nInterface: Agent/1001\nMemberName: Alice Martin\nPaused: 0\n\n\
+         Event: AgentLogoff\nTimestamp: {}.0\nChannel: PJSIP/1001-00000001\nUniqueid: 9.1\nLinkedid: 9.1\nAgent: 1001\nLogintime: 900\n\n\
+         Event: AgentLogin\nTimestamp: {}.0\nAgent: 2002\n\n\
+         Event: AgentLogoff\nTimestamp: {}.0\nLogintime: 5\n",
+        t(0),
+        t(0),
+        t(300),
+        t(600),
+        t(900),
+        t(910),
+        t(915),
+    );
+    let ev = map_text(&mut m, &text);
+    let states: Vec<(String, Option<String>, AgentState)> = ev
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::AgentState { agent, queue, state } => Some((agent.clone(), queue.clone(), state.clone())),
+            _ => None,
+        })
+        .collect();
+    let s = |a: &str, q: Option<&str>, st: AgentState| (a.to_owned(), q.map(str::to_owned), st);
+    assert_eq!(
+        states,
+        [
+            s("Alice Martin", Some("support"), AgentState::Login),
+            s("Alice Martin", None, AgentState::Login),
+            s("Alice Martin", Some("support"), AgentState::Paused { reason: "lunch".into() }),
+            s("Alice Martin", Some("support"), AgentState::Available),
+            s("Alice Martin", None, AgentState::Logout),
+            // an agent with no queue membership seen: named by its id
+            s("2002", None, AgentState::Login),
+        ]
+    );
+    assert_eq!(m.unparsed().malformed, 1, "an AgentLogoff without Agent: is malformed");
+}
+
 #[test]
 fn queue_status_members_are_state_assertions() {
     let mut m = AmiMapper::default();
