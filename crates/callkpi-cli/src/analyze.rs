@@ -17,7 +17,7 @@ use callkpi_core::{Engine, EngineConfig, Report};
 use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig};
 use callkpi_feeds::esl::EslMapper;
 use callkpi_feeds::hep::capture;
-use callkpi_feeds::queue_log::{AgentAliases, QueueLogConfig, QueueLogMapper};
+use callkpi_feeds::queue_log::{AgentAliases, CsvColumns, QueueLogConfig, QueueLogMapper};
 use callkpi_feeds::sip::{AgentEntry, QueueEntry, SipTracker, SipTrackerConfig};
 use callkpi_feeds::{CaptureTime, FeedEvent, Unparsed};
 use clap::{Args, ValueEnum};
@@ -64,6 +64,17 @@ pub struct QueueLogOptions {
     /// and REMOVEMEMBER name the interface: --agent-alias PJSIP/1001=Alice.
     #[arg(long = "agent-alias", value_name = "LOGGED=REPORTED", value_parser = parse_agent_alias)]
     pub agent_aliases: Vec<(String, String)>,
+    /// Column layout of DB-export CSV queue_logs, as `csv_columns` in the
+    /// agent's config: `asterisk` (Asterisk's realtime table), `queuemetrics`
+    /// (QueueMetrics' table), or time=COL,callid=COL,queue=COL,agent=COL,
+    /// verb=COL,data=COL;COL;... Without it those two headers are recognised
+    /// and any other is refused.
+    #[arg(long = "csv-columns", value_name = "LAYOUT", value_parser = parse_csv_columns)]
+    pub csv_columns: Option<Box<CsvColumns>>,
+}
+
+fn parse_csv_columns(s: &str) -> Result<Box<CsvColumns>, String> {
+    s.parse().map(Box::new)
 }
 
 impl QueueLogOptions {
@@ -294,9 +305,13 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                 let mut m = QueueLogMapper::new(QueueLogConfig {
                     time_zone: ql_tz.clone(),
                     agent_aliases: agent_aliases.clone(),
+                    csv_columns: a.queue_log.csv_columns.as_deref().cloned(),
                     ..QueueLogConfig::default()
                 });
                 let ev = m.map_all(&bytes);
+                if let Some(e) = m.csv_header_error() {
+                    anyhow::bail!("{}: {e}", path.display());
+                }
                 if let Some(bad) = m.last_malformed() {
                     tracing::warn!(path = %path.display(), ?bad, count = m.unparsed().malformed, "Skipped malformed queue_log records.");
                 }

@@ -9,6 +9,133 @@ use crate::FeedEvent;
 
 /// Most data columns a CSV layout reads (`data1`..`data9`).
 const MAX_DATA_COLUMNS: usize = 9;
+/// Which column of a DB-export CSV holds what, by header name (compared
+/// ASCII case-insensitively). Built from a preset or a spec
+/// ([`FromStr`](std::str::FromStr)):
+///
+/// - `asterisk`: Asterisk's realtime `queue_log` table: `time, callid,
+///   queuename, agent, event, data1..data5`;
+/// - `queuemetrics`: QueueMetrics' `queue_log` table: `time_id, call_id,
+///   queue, agent, verb, data1..data5` (its `partition`, `serverid` and
+///   `unique_row_count` columns are not read);
+/// - `time=COL,callid=COL,queue=COL,agent=COL,verb=COL,data=COL;COL;...`:
+///   any other layout. `time` and `verb` are required; `callid`, `queue`,
+///   `agent` and `data` may be left out (read as empty). The data columns are
+///   the verb's data fields in order (a column holding several `|`-joined
+///   fields is split), so a table with named columns (`holdtime`,
+///   `talktime`...) is read by listing them in the order queue_log writes
+///   them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvColumns {
+    /// Record time (epoch seconds or a datetime).
+    pub time: String,
+    /// Caller channel uniqueid.
+    pub call_id: Option<String>,
+    /// Queue name.
+    pub queue: Option<String>,
+    /// Agent.
+    pub agent: Option<String>,
+    /// The verb (`ENTERQUEUE`, `CONNECT`...).
+    pub verb: String,
+    /// Data columns, in order.
+    pub data: Vec<String>,
+}
+
+impl CsvColumns {
+    /// Asterisk's realtime `queue_log` table.
+    pub fn asterisk() -> Self {
+        Self::named("time", "callid", "queuename", "agent", "event")
+    }
+
+    /// QueueMetrics' `queue_log` table.
+    pub fn queuemetrics() -> Self {
+        Self::named("time_id", "call_id", "queue", "agent", "verb")
+    }
+
+    fn named(time: &str, call_id: &str, queue: &str, agent: &str, verb: &str) -> Self {
+        Self {
+            time: time.to_owned(),
+            call_id: Some(call_id.to_owned()),
+            queue: Some(queue.to_owned()),
+            agent: Some(agent.to_owned()),
+            verb: verb.to_owned(),
+            data: (1..=5).map(|i| format!("data{i}")).collect(),
+        }
+    }
+}
+
+impl std::str::FromStr for CsvColumns {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, String> {
+        match spec.trim() {
+            "asterisk" => return Ok(Self::asterisk()),
+            "queuemetrics" => return Ok(Self::queuemetrics()),
+            _ => {}
+        }
+        let (mut time, mut verb) = (None, None);
+        let mut c =
+            Self { time: String::new(), call_id: None, queue: None, agent: None, verb: String::new(), data: vec![] };
+        for item in spec.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let Some((role, col)) = item.split_once('=').map(|(r, c)| (r.trim(), c.trim())) else {
+                return Err(format!("{item:?} is not ROLE=COLUMN"));
+            };
+            if col.is_empty() {
+                return Err(format!("{role}: empty column name"));
+            }
+            match role {
+                "time" => time = Some(col.to_owned()),
+                "callid" => c.call_id = Some(col.to_owned()),
+                "queue" => c.queue = Some(col.to_owned()),
+                "agent" => c.agent = Some(col.to_owned()),
+                "verb" => verb = Some(col.to_owned()),
+                "data" => c.data = col.split(';').map(|d| d.trim().to_owned()).filter(|d| !d.is_empty()).collect(),
+                other => {
+                    return Err(format!(
+                        "unknown role {other:?}: expected time, callid, queue, agent, verb or data \
+                         (or a preset: asterisk, queuemetrics)"
+                    ));
+                }
+            }
+        }
+        if c.data.len() > MAX_DATA_COLUMNS {
+            return Err(format!("at most {MAX_DATA_COLUMNS} data columns"));
+        }
+        match (time, verb) {
+            (Some(t), Some(v)) => Ok(Self { time: t, verb: v, ..c }),
+            _ => Err("time=COLUMN and verb=COLUMN are required".to_owned()),
+        }
+    }
+}
+
+/// A CSV whose header is no layout callkpi knows: nothing of it is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvHeaderError {
+    /// The column names of the header, as written.
+    pub found: Vec<String>,
+    /// The columns of the configured layout that the header lacks (empty
+    /// when no layout was configured).
+    pub missing: Vec<String>,
+}
+
+impl std::fmt::Display for CsvHeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "queue_log CSV header has the columns [{}]", self.found.join(", "))?;
+        if self.missing.is_empty() {
+            f.write_str(
+                ", which is no layout callkpi knows: expected Asterisk's realtime queue_log table \
+                 (time, callid, queuename, agent, event, data1..data5 or data) or QueueMetrics' \
+                 (time_id, call_id, queue, agent, verb, data1..data5); map other layouts with \
+                 --csv-columns (csv_columns in the agent's config)",
+            )
+        } else {
+            write!(f, ", without [{}] named by the configured csv columns", self.missing.join(", "))
+        }
+    }
+}
+
+impl std::error::Error for CsvHeaderError {}
+
 /// Column positions of a CSV layout.
 #[derive(Debug, Clone)]
 pub(super) struct CsvLayout {
@@ -37,15 +164,16 @@ impl CsvLayout {
         }
     }
 
-    /// A layout from header names, if they name at least `time` and `event`.
+    /// A layout from header names, if they name at least the time and the
+    /// verb under the names of Asterisk's or QueueMetrics' table.
     fn from_header<'n>(names: impl Iterator<Item = &'n [u8]>) -> Option<Self> {
         let (mut time, mut call_id, mut queue, mut agent, mut event, mut single) = (None, None, None, None, None, None);
         let mut numbered: Vec<(u8, usize)> = Vec::new();
         for (i, raw) in names.enumerate() {
             let name = String::from_utf8_lossy(raw.trim_ascii()).to_ascii_lowercase();
             match name.as_str() {
-                "time" => time = Some(i),
-                "callid" => call_id = Some(i),
+                "time" | "time_id" => time = Some(i),
+                "callid" | "call_id" => call_id = Some(i),
                 "queuename" | "queue" => queue = Some(i),
                 "agent" => agent = Some(i),
                 "event" | "verb" => event = Some(i),
@@ -65,6 +193,30 @@ impl CsvLayout {
             _ => (numbered.into_iter().map(|(_, i)| i).collect(), false),
         };
         Some(Self { time: time?, call_id, queue, agent, event: event?, data, single_data })
+    }
+
+    /// The layout `columns` names in this header.
+    fn from_columns(header: &[String], columns: &CsvColumns) -> Result<Self, CsvHeaderError> {
+        let mut missing = Vec::new();
+        let mut find = |name: &str| {
+            let at = header.iter().position(|h| h.trim().eq_ignore_ascii_case(name.trim()));
+            if at.is_none() {
+                missing.push(name.to_owned());
+            }
+            at
+        };
+        let time = find(&columns.time);
+        let event = find(&columns.verb);
+        let call_id = columns.call_id.as_deref().and_then(&mut find);
+        let queue = columns.queue.as_deref().and_then(&mut find);
+        let agent = columns.agent.as_deref().and_then(&mut find);
+        let data: Vec<usize> = columns.data.iter().filter_map(|d| find(d)).collect();
+        match (time, event) {
+            (Some(time), Some(event)) if missing.is_empty() => {
+                Ok(Self { time, call_id, queue, agent, event, data, single_data: false })
+            }
+            _ => Err(CsvHeaderError { found: header.to_vec(), missing }),
+        }
     }
 }
 
@@ -138,11 +290,30 @@ impl QueueLogMapper {
         if nend <= 1 && out.iter().all(u8::is_ascii_whitespace) {
             return;
         }
+        if self.csv_header_error.is_some() {
+            return;
+        }
         if csv.layout.is_none() {
-            let header = CsvLayout::from_header((0..nend).filter_map(field));
-            let is_header = header.is_some();
-            csv.layout = Some(header.unwrap_or_else(CsvLayout::default_order));
-            if is_header {
+            let names: Vec<String> =
+                (0..nend).filter_map(field).map(|n| String::from_utf8_lossy(n).trim().to_owned()).collect();
+            if let Some(columns) = &self.config.csv_columns {
+                match CsvLayout::from_columns(&names, columns) {
+                    Ok(layout) => csv.layout = Some(layout),
+                    Err(e) => self.csv_header_error = Some(e),
+                }
+                return;
+            }
+            if let Some(layout) = CsvLayout::from_header((0..nend).filter_map(field)) {
+                csv.layout = Some(layout);
+                return;
+            }
+            // No header: a forced CSV input in the default column order,
+            // whose first field is then a time. Anything else is a header
+            // of an unknown layout: refuse it rather than read garbage.
+            if names.first().is_some_and(|t| parse_csv_time(t, &self.config.time_zone).is_some()) {
+                csv.layout = Some(CsvLayout::default_order());
+            } else {
+                self.csv_header_error = Some(CsvHeaderError { found: names, missing: Vec::new() });
                 return;
             }
         }
@@ -197,7 +368,25 @@ impl QueueLogMapper {
     }
 }
 
-/// The form a first line announces.
+/// The CSV header line (with its line end) at the start of `head`, when the
+/// input is CSV by [`QueueLogConfig::form`](super::QueueLogConfig::form) or
+/// by detection: a tailer resuming a CSV export mid-file pushes it first so
+/// the mapper knows the columns.
+pub fn csv_header_line(head: &[u8], form: Option<InputForm>) -> Option<&[u8]> {
+    if form == Some(InputForm::File) {
+        return None;
+    }
+    let nl = memchr::memchr(b'\n', head)?;
+    let line = &head[..=nl];
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    (detect_form(text) == InputForm::Csv).then_some(line)
+}
+
+/// The form a first line announces: the file form has `|` in every record;
+/// a first line without `|`, with at least three comma-separated fields of
+/// which the first is not a time, is a CSV header (of a layout known or not:
+/// an unknown one is refused, not read as garbage lines).
 pub(super) fn detect_form(first_line: &[u8]) -> InputForm {
     let line = first_line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(first_line);
     if memchr::memchr(b'|', line).is_some() {
@@ -207,8 +396,10 @@ pub(super) fn detect_form(first_line: &[u8]) -> InputForm {
         let n = n.trim_ascii();
         n.strip_prefix(b"\"").and_then(|n| n.strip_suffix(b"\"")).unwrap_or(n)
     }
-    match CsvLayout::from_header(line.split(|&b| b == b',').map(unquote)) {
-        Some(_) => InputForm::Csv,
-        None => InputForm::File,
+    if CsvLayout::from_header(line.split(|&b| b == b',').map(unquote)).is_some() {
+        return InputForm::Csv;
     }
+    let mut fields = line.split(|&b| b == b',').map(unquote);
+    let first_is_time = fields.next().is_some_and(|f| f.first().is_some_and(u8::is_ascii_digit));
+    if !first_is_time && fields.count() >= 2 { InputForm::Csv } else { InputForm::File }
 }

@@ -34,8 +34,12 @@
 //! CSV (parsed with `csv-core`) whose first line is a header naming the
 //! columns, in any order, for example
 //! `time,callid,queuename,agent,event,data1,data2,data3,data4,data5`.
-//! `queue` and `verb` are accepted for `queuename` and `event`; unknown
-//! columns (such as an `id` key) are ignored. The older schema has a single
+//! `queue` and `verb` are accepted for `queuename` and `event`, and
+//! QueueMetrics' table (`time_id`, `call_id`, `queue`, `agent`, `verb`,
+//! `data1`..) is recognised too; unknown columns (such as an `id` key, or
+//! QueueMetrics' `partition` and `serverid`) are ignored. Any other layout
+//! is read with [`QueueLogConfig::csv_columns`] ([`CsvColumns`]: presets
+//! `asterisk` and `queuemetrics`, or one column name per role). The older schema has a single
 //! `data` column holding the data pipe-joined, as in the file form. Asterisk
 //! itself puts any surplus data in the last column, pipe-joined, so each data
 //! column is split on `|` too. `time` is either epoch seconds or a datetime
@@ -46,10 +50,15 @@
 //! (MySQL's NULL) reads as empty.
 //!
 //! The form is detected from the first line: a line without `|` whose
-//! comma-separated names include `time` and `event` is a CSV header; any other
-//! first line starts the file form. [`QueueLogConfig::form`] can force a form;
-//! a forced CSV input without a recognisable header is read in the default
-//! column order above. To resume a CSV export at a checkpoint, push its header
+//! comma-separated names include a time and a verb column, or any line
+//! without `|` of three or more comma-separated fields whose first is not a
+//! time, is a CSV header; any other first line starts the file form.
+//! [`QueueLogConfig::form`] can force a form; a forced CSV input whose first
+//! row starts with a time has no header and is read in the default column
+//! order above. A header that is no known layout, or lacks a column the
+//! configured [`CsvColumns`] name, is refused as a whole: nothing is read and
+//! [`QueueLogMapper::csv_header_error`] names the columns found and the
+//! layouts expected (it used to be read as garbage). To resume a CSV export at a checkpoint, push its header
 //! line first, then the bytes from the checkpoint on.
 //!
 //! # Verbs and the events they become
@@ -161,6 +170,7 @@ use std::collections::HashMap;
 use jiff::tz::TimeZone;
 
 pub use aliases::{AgentAliasError, AgentAliases};
+pub use csv::{CsvColumns, CsvHeaderError, csv_header_line};
 use csv::{CsvState, detect_form};
 pub use record::{Data, ParseError, ParseErrorKind, QueueLogRecord, parse_line, parse_record};
 use verbs::{Mapped, map_record, none_empty};
@@ -191,11 +201,14 @@ pub struct QueueLogConfig {
     /// Agent names as logged mapped to the names reported (see "Agent
     /// aliases" above). Empty by default.
     pub agent_aliases: AgentAliases,
+    /// Column layout of the CSV form; `None` (default) recognises the
+    /// header of Asterisk's or QueueMetrics' table.
+    pub csv_columns: Option<CsvColumns>,
 }
 
 impl Default for QueueLogConfig {
     fn default() -> Self {
-        Self { time_zone: TimeZone::UTC, form: None, agent_aliases: AgentAliases::default() }
+        Self { time_zone: TimeZone::UTC, form: None, agent_aliases: AgentAliases::default(), csv_columns: None }
     }
 }
 
@@ -243,6 +256,8 @@ pub struct QueueLogMapper {
     csv: Option<CsvState>,
     unparsed: Unparsed,
     last_malformed: Option<Malformed>,
+    /// Set when a CSV header is no known layout; nothing more is read.
+    csv_header_error: Option<CsvHeaderError>,
     /// Stream offset of the first byte not consumed yet.
     offset: u64,
     /// Dialled number and trunk of open `OUTDIAL`s, by call id.
@@ -258,6 +273,7 @@ impl QueueLogMapper {
             csv: None,
             unparsed: Unparsed::default(),
             last_malformed: None,
+            csv_header_error: None,
             offset: 0,
             outdials: HashMap::new(),
         }
@@ -312,6 +328,13 @@ impl QueueLogMapper {
     /// The last malformed record seen, for a log line with context.
     pub fn last_malformed(&self) -> Option<Malformed> {
         self.last_malformed
+    }
+
+    /// Why a CSV input is not read at all: its header is no known layout
+    /// (or lacks the configured columns). Check it after mapping: the input
+    /// is then an error to report, not a stream of malformed records.
+    pub fn csv_header_error(&self) -> Option<&CsvHeaderError> {
+        self.csv_header_error.as_ref()
     }
 
     fn run(&mut self, buf: &[u8], events: &mut Vec<FeedEvent>, eof: bool) -> usize {

@@ -731,9 +731,97 @@ fn form_detection() {
     assert_eq!(detect_form(b"1795356677|NONE|NONE|NONE|QUEUESTART|"), InputForm::File);
     assert_eq!(detect_form(b"callid,queuename"), InputForm::File);
     assert_eq!(detect_form(b""), InputForm::File);
+    assert_eq!(
+        csv_header_line(b"time_id,call_id,queue,agent,verb\r\n1,", None),
+        Some(&b"time_id,call_id,queue,agent,verb\r\n"[..])
+    );
+    assert_eq!(csv_header_line(b"time,callid,queue,agent,event\n", Some(InputForm::File)), None);
+    assert_eq!(csv_header_line(b"1795356677|NONE|NONE|NONE|QUEUESTART|\n", None), None);
+    assert_eq!(csv_header_line(b"time,callid", None), None, "an incomplete line");
+    // A header of an unknown layout is still a CSV header (to be refused).
+    assert_eq!(detect_form(b"timestamp,uniqueid,queue_name,member,action,d1"), InputForm::Csv);
+    // Not a header: a headerless row starting with a time.
+    assert_eq!(detect_form(b"1795356677,NONE,NONE,NONE,QUEUESTART"), InputForm::File);
     let mut m = mapper();
     assert_eq!(m.push(b"time,callid,qu", &mut Vec::new()), 0);
     assert_eq!(m.form(), None);
+}
+
+/// Issue 17: a DB export whose header is no known layout used to be read as
+/// garbage (every line malformed, or worse). It is refused as a whole, with
+/// the columns it has.
+#[test]
+fn csv_with_an_unknown_header_is_refused() {
+    let input = "timestamp,uniqueid,queue_name,member,action,d1,d2,d3\n\
+                 2026-11-22 10:00:00,1.1,support,NONE,ENTERQUEUE,,0612,1\n\
+                 2026-11-22 10:00:05,1.1,support,Alice,CONNECT,5,1.2,2\n";
+    let (events, m) = map(input);
+    assert!(events.is_empty());
+    assert_eq!(m.unparsed(), &Unparsed::default(), "refused, not counted as malformed");
+    let e = m.csv_header_error().expect("header error");
+    assert_eq!(e.found, ["timestamp", "uniqueid", "queue_name", "member", "action", "d1", "d2", "d3"]);
+    let text = e.to_string();
+    for want in ["timestamp, uniqueid", "time_id, call_id, queue, agent, verb", "callid, queuename", "--csv-columns"] {
+        assert!(text.contains(want), "{text}");
+    }
+    // The same input read with its columns mapped.
+    let columns: CsvColumns =
+        "time=timestamp,callid=uniqueid,queue=queue_name,agent=member,verb=action,data=d1;d2;d3".parse().expect("spec");
+    let mut m = QueueLogMapper::new(QueueLogConfig { csv_columns: Some(columns), ..QueueLogConfig::default() });
+    let events = m.map_all(input.as_bytes());
+    assert!(m.csv_header_error().is_none());
+    let kinds: Vec<EventKind> = events.into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::QueueJoin { queue: "support".into(), caller: Some("0612".into()), position: Some(1) },
+            EventKind::Answered {
+                queue: Some("support".into()),
+                agent: "Alice".into(),
+                reported_wait_ms: Some(5000),
+                reported_ring_ms: Some(2000),
+            },
+        ]
+    );
+    // A configured layout the header lacks: refused, naming what is missing.
+    let mut m = QueueLogMapper::new(QueueLogConfig {
+        csv_columns: Some(CsvColumns::queuemetrics()),
+        ..QueueLogConfig::default()
+    });
+    assert!(m.map_all(input.as_bytes()).is_empty());
+    assert_eq!(
+        m.csv_header_error().expect("error").missing,
+        ["time_id", "verb", "call_id", "queue", "agent", "data1", "data2", "data3", "data4", "data5"]
+    );
+}
+
+/// QueueMetrics' table is recognised without configuration; its extra
+/// columns are not read. Named per-verb columns (hold and talk time of a
+/// COMPLETE) are read by listing them in queue_log's order.
+#[test]
+fn csv_presets_and_named_columns() {
+    let qm = "partition,time_id,call_id,queue,agent,verb,data1,data2,data3,data4,data5,serverid,unique_row_count\n\
+              P001,1795356691,1.1,support,Alice,COMPLETEAGENT,4,60,1,,,1,7\n";
+    for config in [
+        QueueLogConfig::default(),
+        QueueLogConfig { csv_columns: Some(CsvColumns::queuemetrics()), ..QueueLogConfig::default() },
+    ] {
+        let mut m = QueueLogMapper::new(config);
+        let events = m.map_all(qm.as_bytes());
+        assert!(m.csv_header_error().is_none());
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].source_time, Some(1_795_356_691 * NANOS_PER_SEC));
+        assert!(matches!(events[0].kind, EventKind::Hangup { reported_talk_ms: Some(60_000), .. }), "{events:?}");
+    }
+    let named = "ts,id,q,who,what,holdtime,talktime,pos\n1795356691,1.1,support,Alice,COMPLETECALLER,4,61,1\n";
+    let columns = "time=ts,callid=id,queue=q,agent=who,verb=what,data=holdtime;talktime;pos".parse().expect("spec");
+    let events = QueueLogMapper::new(QueueLogConfig { csv_columns: Some(columns), ..QueueLogConfig::default() })
+        .map_all(named.as_bytes());
+    assert!(matches!(events[0].kind, EventKind::Hangup { by: HangupBy::Caller, reported_talk_ms: Some(61_000), .. }));
+    assert_eq!("asterisk".parse::<CsvColumns>(), Ok(CsvColumns::asterisk()));
+    for bad in ["time=a", "verb=b", "time=a,verb=b,colour=c", "time=a,verb", "time=,verb=b"] {
+        assert!(bad.parse::<CsvColumns>().is_err(), "{bad}");
+    }
 }
 
 // --- the real recording ---
