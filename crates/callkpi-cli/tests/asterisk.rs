@@ -117,3 +117,33 @@ fn csv_with_unknown_header_fails_and_csv_columns_reads_it() {
     let bad = run(&["--queue-log", path.to_str().unwrap(), "--csv-columns", "time=ts"]);
     assert!(!bad.status.success(), "a spec without verb is refused");
 }
+
+/// RINGNOANSWER with ring time 0 (the member's device refused at once) is a
+/// missed offer of no ring time; the caller's wait and the answer that
+/// follows are untouched.
+#[test]
+fn ring_no_answer_of_zero_ms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("queue_log");
+    std::fs::write(
+        &path,
+        "1795356000|z1|support|NONE|ENTERQUEUE||0612|1\n\
+         1795356000|z1|support|Bob|RINGNOANSWER|0\n\
+         1795356010|z1|support|Carla|RINGNOANSWER|10000\n\
+         1795356014|z1|support|Alice|CONNECT|14|z1.9|4\n\
+         1795356074|z1|support|Alice|COMPLETEAGENT|14|60|1\n",
+    )
+    .expect("write");
+    let out = analyze(&["--queue-log", path.to_str().unwrap(), "--by", "agent"]);
+    let row = |agent: &str| {
+        out["rows"].as_array().unwrap().iter().find(|r| r["group"]["agent"] == agent).map(|r| &r["kpis"]).unwrap()
+    };
+    assert_eq!(
+        (row("Bob")["missed_offers"].as_u64(), row("Bob")["missed_offer_ring_s"].as_f64()),
+        (Some(1), Some(0.0))
+    );
+    assert_eq!(row("Carla")["missed_offer_ring_s"], 10.0);
+    let out = analyze(&["--queue-log", path.to_str().unwrap()]);
+    let k = &out["rows"][0]["kpis"];
+    assert_eq!((k["answered"].as_u64(), k["asa_s"].as_f64()), (Some(1), Some(14.0)));
+}

@@ -295,7 +295,10 @@ impl AmiMapper {
             "QueueCallerAbandon" => self.queue_abandon(msg, &c, out),
             "QueueCallerLeave" | "Leave" => queue_leave(msg, &c, out),
             "AgentCalled" => self.agent_called(msg, &c, out),
-            "AgentRingNoAnswer" => self.offer_missed(msg, &c, MissReason::NoAnswer, out),
+            "AgentRingNoAnswer" => {
+                let ring = msg.get("RingTime").and_then(|r| r.trim().parse::<u64>().ok());
+                self.offer_missed(msg, &c, crate::queue_log::refused_at_once(ring), out)
+            }
             "AgentDump" => self.offer_missed(msg, &c, MissReason::Rejected, out),
             "AgentConnect" => self.agent_connect(msg, &c, out),
             "AgentComplete" => self.agent_complete(msg, &c, out),

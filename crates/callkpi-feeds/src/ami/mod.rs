@@ -50,7 +50,7 @@
 //! | `VarSet QUEUESTATUS=FULL/JOINEMPTY` | `QueueLeave { Full / JoinEmpty }` | queue from the `Newexten` running `Queue()`; wait 0 |
 //! | `QueueCallerLeave` (`Leave`) | `QueueLeave { Unspecified }` | sent for *every* exit, see below |
 //! | `AgentCalled` | `Ringing` | leg = member channel; before 12 the member is `AgentName` (interface `AgentCalled`) |
-//! | `AgentRingNoAnswer` | `OfferMissed { NoAnswer }` | ring = `RingTime`, already in **ms** |
+//! | `AgentRingNoAnswer` | `OfferMissed { NoAnswer }` (`Rejected` when `RingTime` is 0, as queue_log's `RINGNOANSWER`) | ring = `RingTime`, already in **ms** |
 //! | `AgentDump` | `OfferMissed { Rejected }` | ring from the `AgentCalled` timestamp |
 //! | `DialEnd` `CANCEL` of a ringing member | `OfferMissed { Canceled }` | queue_log RINGCANCELED; ring from timestamps |
 //! | `AgentConnect` | `Answered` | wait = `HoldTime` s, ring = `RingTime` **s**; leg = `DestUniqueid` |

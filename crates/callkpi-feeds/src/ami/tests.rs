@@ -602,6 +602,28 @@ fn ringing_missed_answered_completed() {
     assert_eq!(ev[0].leg_id, "1795356686.1", "nothing remembered any more: the caller leg");
 }
 
+/// `AgentRingNoAnswer` with `RingTime: 0` is a refusal, as queue_log's
+/// `RINGNOANSWER|0` of the same ring.
+#[test]
+fn ring_no_answer_of_zero_ms_is_a_refusal() {
+    let mut m = AmiMapper::default();
+    let ev = map_text(
+        &mut m,
+        "Event: AgentRingNoAnswer\nUniqueid: 1.1\nLinkedid: 1.0\nQueue: support\nMemberName: Bob Nguyen\n\
+         Interface: Local/1002@agents/n\nDestUniqueid: 1.2\nRingTime: 0\n\n\
+         Event: AgentRingNoAnswer\nUniqueid: 1.1\nLinkedid: 1.0\nQueue: support\nMemberName: Bob Nguyen\n\
+         Interface: Local/1002@agents/n\nDestUniqueid: 1.3\nRingTime: 10000\n",
+    );
+    let reasons: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::OfferMissed { reason, reported_ring_ms, .. } => Some((*reason, *reported_ring_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, [(MissReason::Rejected, Some(0)), (MissReason::NoAnswer, Some(10_000))]);
+}
+
 #[test]
 fn agent_dump_and_ring_canceled() {
     let mut m = AmiMapper::default();

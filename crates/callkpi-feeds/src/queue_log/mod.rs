@@ -84,7 +84,7 @@
 //! | `EXITEMPTY` | position\|origposition\|waittime | `QueueLeave { LeaveEmpty, waittime }` |
 //! | `LEAVEEMPTY` | as `EXITEMPTY`, when present | `QueueLeave { LeaveEmpty, waittime if logged }` |
 //! | `FULL` / `JOINEMPTY` | (not used) | `QueueLeave { Full / JoinEmpty, reported_wait_ms: None }`: the caller never waited |
-//! | `RINGNOANSWER` | ringtime (**ms**) | `OfferMissed { NoAnswer, reported_ring_ms }` |
+//! | `RINGNOANSWER` | ringtime (**ms**) | `OfferMissed { NoAnswer, reported_ring_ms }`; ringtime 0 (the device refused within the second: busy, congestion, failure) is `Rejected` |
 //! | `RINGCANCELED` | ringtime (**ms**) | `OfferMissed { Canceled, reported_ring_ms }` |
 //! | `AGENTDUMP` | - | `OfferMissed { Rejected, reported_ring_ms: None }` |
 //! | `BLINDTRANSFER`, `TRANSFER` | extension\|context\|holdtime\|calltime\|origposition | `Transfer { Blind, target: "extension@context", reported_talk_ms: calltime }` |
@@ -164,6 +164,7 @@ mod record;
 #[cfg(test)]
 mod tests;
 mod verbs;
+pub(crate) use verbs::refused_at_once;
 
 use std::collections::HashMap;
 

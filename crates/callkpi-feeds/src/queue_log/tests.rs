@@ -178,6 +178,8 @@ fn ring_verbs_map_to_missed_offers_in_milliseconds() {
     assert_eq!(kind("1|c|support|Carla Jiménez|RINGNOANSWER|10000"), missed(MissReason::NoAnswer, Some(10_000)));
     assert_eq!(kind("1|c|support|Carla Jiménez|RINGCANCELED|528"), missed(MissReason::Canceled, Some(528)));
     assert_eq!(kind("1|c|support|Carla Jiménez|AGENTDUMP"), missed(MissReason::Rejected, None));
+    // Ring time 0: the device refused within the second (busy, congestion).
+    assert_eq!(kind("1|c|support|Carla Jiménez|RINGNOANSWER|0"), missed(MissReason::Rejected, Some(0)));
 }
 
 #[test]

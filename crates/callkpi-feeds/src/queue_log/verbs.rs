@@ -109,7 +109,10 @@ pub(super) fn map_record(rec: &QueueLogRecord<'_>, outdials: &mut HashMap<String
         "EXITEMPTY" | "LEAVEEMPTY" => leave(LeaveReason::LeaveEmpty, Some(d(2))),
         "FULL" => leave(LeaveReason::Full, None),
         "JOINEMPTY" => leave(LeaveReason::JoinEmpty, None),
-        "RINGNOANSWER" => missed(MissReason::NoAnswer, ms(d(0))),
+        "RINGNOANSWER" => {
+            let ring = ms(d(0));
+            missed(refused_at_once(ring), ring)
+        }
         "RINGCANCELED" => missed(MissReason::Canceled, ms(d(0))),
         "AGENTDUMP" => missed(MissReason::Rejected, None),
         "BLINDTRANSFER" | "TRANSFER" => {
@@ -230,6 +233,15 @@ pub(super) fn map_record(rec: &QueueLogRecord<'_>, outdials: &mut HashMap<String
         }
         _ => Mapped::Unknown,
     }
+}
+
+/// A ring-no-answer whose ring time is 0 was no ring-out: app_queue logs the
+/// ring time in whole seconds (times 1000) when the member's channel reports
+/// busy or congestion or fails, so 0 means the device refused within the
+/// second it was called. The agent did not let it ring: a rejected offer.
+/// Shared with the AMI mapper (`AgentRingNoAnswer`), so both feeds agree.
+pub(crate) fn refused_at_once(ring_ms: Option<u64>) -> MissReason {
+    if ring_ms == Some(0) { MissReason::Rejected } else { MissReason::NoAnswer }
 }
 
 /// Asterisk's `DIALSTATUS`.
