@@ -155,7 +155,8 @@ pub struct ExitResolution {
     /// Exits resolved by the `QUEUESTATUS` the caller's channel got.
     pub by_queuestatus: u64,
     /// Exits resolved by the fallback: abandon when the caller's channel had
-    /// a hang-up request while queued, timeout when it carried on alive.
+    /// a hang-up request while queued (or the call's origin channel hung
+    /// up), timeout when it carried on alive.
     pub by_hangup_request: u64,
     /// Callers refused at the door (`QUEUESTATUS` `FULL` or `JOINEMPTY`).
     pub refused: u64,
@@ -442,8 +443,13 @@ impl AmiMapper {
     /// only `QUEUESTATUS` tells apart): counted as a timeout.
     fn resolve_exit_by_fallback(&mut self, uniqueid: &str, out: &mut Vec<FeedEvent>) {
         let Some(mut ev) = self.pending_exits.remove(uniqueid) else { return };
+        // The caller is gone when its queued channel had a hang-up request,
+        // or when the call's origin channel (the caller's own channel, of
+        // which the queued one may be a Local half) has hung up.
         let hung_up = match self.legs.get(uniqueid) {
-            Some(Leg { role: Role::QueueCaller { hangup_requested, .. }, .. }) => *hangup_requested,
+            Some(Leg { role: Role::QueueCaller { hangup_requested, .. }, call }) => {
+                *hangup_requested || self.calls.get(call).is_some_and(|ctx| ctx.origin_gone)
+            }
             // Not tracked (state evicted): the common case.
             _ => true,
         };

@@ -91,7 +91,8 @@
 //!   `WITHDRAW` → `Unspecified`, anything else → `Abandon`.
 //! - **Fallback** (no `QUEUESTATUS` before the channel's next other event,
 //!   or the end of the input): `Abandon` when the caller's channel had a
-//!   `HangupRequest`/`SoftHangupRequest` while queued (the caller hung up;
+//!   `HangupRequest`/`SoftHangupRequest` while queued, or the call's origin
+//!   channel (`Uniqueid` = `Linkedid`) had hung up (the caller hung up;
 //!   class `call`), else `Timeout`: the queue let a live caller go, and
 //!   without `QUEUESTATUS` a leave-when-empty cannot be told from a timeout.
 //!

@@ -507,6 +507,15 @@ fn queue_exits_without_varset_fall_back_to_the_hangup_request() {
     let ev = map_text(&mut m, &exit_events(None, true));
     assert_eq!(exit_reason(&ev), [LeaveReason::Abandon]);
     assert_eq!(m.exit_resolution().by_hangup_request, 1);
+    // No hang-up request, but the call's origin channel hung up first (a
+    // Local channel's ;1 half, or a generator that sends no requests).
+    let mut m = AmiMapper::default();
+    let text = exit_events(None, false).replacen(
+        "Event: QueueCallerAbandon",
+        "Event: Hangup\nUniqueid: 1795356686.0\nLinkedid: 1795356686.0\nCause: 16\n\nEvent: QueueCallerAbandon",
+        1,
+    );
+    assert_eq!(exit_reason(&map_text(&mut m, &text)), [LeaveReason::Abandon]);
     // A caller let go alive (Queue() timeout), whose channel carries on: the
     // next event of the channel (here an overflow into sales) resolves it.
     let mut m = AmiMapper::default();
