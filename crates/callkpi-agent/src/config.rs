@@ -631,6 +631,11 @@ pub struct QueueLogSourceConfig {
     /// `ADDMEMBER`/`REMOVEMEMBER` name the interface and calls the member
     /// name. Default empty. No empty or `NONE` name, no chains.
     pub agent_aliases: BTreeMap<String, String>,
+    /// Column layout of a DB-export CSV: `asterisk`, `queuemetrics`, or
+    /// `time=COL,callid=COL,queue=COL,agent=COL,verb=COL,data=COL;COL...`.
+    /// Default: none (the header of Asterisk's or QueueMetrics' table is
+    /// recognised; any other header is refused).
+    pub csv_columns: Option<String>,
 }
 
 impl Default for QueueLogSourceConfig {
@@ -643,6 +648,7 @@ impl Default for QueueLogSourceConfig {
             form: QueueLogForm::Auto,
             read_chunk_bytes: 256 * 1024,
             agent_aliases: BTreeMap::new(),
+            csv_columns: None,
         }
     }
 }
@@ -676,7 +682,11 @@ impl QueueLogSourceConfig {
         };
         let agent_aliases = AgentAliases::new(self.agent_aliases.clone())
             .map_err(|e| invalid(format!("{key}.agent_aliases.{:?}", e.logged()), e.to_string()))?;
-        Ok(QueueLogConfig { time_zone, form, agent_aliases })
+        let csv_columns = match &self.csv_columns {
+            Some(spec) => Some(spec.parse().map_err(|e: String| invalid(format!("{key}.csv_columns"), e))?),
+            None => None,
+        };
+        Ok(QueueLogConfig { time_zone, form, agent_aliases, csv_columns })
     }
 }
 

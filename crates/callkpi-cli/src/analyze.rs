@@ -17,7 +17,7 @@ use callkpi_core::{Engine, EngineConfig, Report};
 use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig};
 use callkpi_feeds::esl::EslMapper;
 use callkpi_feeds::hep::capture;
-use callkpi_feeds::queue_log::{AgentAliases, QueueLogConfig, QueueLogMapper};
+use callkpi_feeds::queue_log::{AgentAliases, CsvColumns, QueueLogConfig, QueueLogMapper};
 use callkpi_feeds::sip::{AgentEntry, QueueEntry, SipTracker, SipTrackerConfig};
 use callkpi_feeds::{CaptureTime, FeedEvent, Unparsed};
 use clap::{Args, ValueEnum};
@@ -64,6 +64,17 @@ pub struct QueueLogOptions {
     /// and REMOVEMEMBER name the interface: --agent-alias PJSIP/1001=Alice.
     #[arg(long = "agent-alias", value_name = "LOGGED=REPORTED", value_parser = parse_agent_alias)]
     pub agent_aliases: Vec<(String, String)>,
+    /// Column layout of DB-export CSV queue_logs, as `csv_columns` in the
+    /// agent's config: `asterisk` (Asterisk's realtime table), `queuemetrics`
+    /// (QueueMetrics' table), or time=COL,callid=COL,queue=COL,agent=COL,
+    /// verb=COL,data=COL;COL;... Without it those two headers are recognised
+    /// and any other is refused.
+    #[arg(long = "csv-columns", value_name = "LAYOUT", value_parser = parse_csv_columns)]
+    pub csv_columns: Option<Box<CsvColumns>>,
+}
+
+fn parse_csv_columns(s: &str) -> Result<Box<CsvColumns>, String> {
+    s.parse().map(Box::new)
 }
 
 impl QueueLogOptions {
@@ -161,12 +172,19 @@ pub struct ReportOptions {
 pub enum SlFormulaArg {
     /// Answered within T / offered.
     Offered,
-    /// Answered within T / answered (Asterisk ServicelevelPerf).
+    /// Answered within T / answered.
     Answered,
-    /// (Answered + abandoned within T) / offered (Asterisk ServicelevelPerf2).
+    /// (Answered + abandoned within T) / offered.
     AbandonsPositive,
     /// Answered within T / (offered - abandoned within T).
     AbandonsIgnored,
+    /// Asterisk's ServicelevelPerf (completed within T / completed); T is
+    /// the queue's servicelevel. Adds Asterisk's Completed and Abandoned.
+    AsteriskPerf,
+    /// Asterisk's ServicelevelPerf2 ((completed + abandoned within T) /
+    /// (completed + abandoned), abandoned counting timeouts and
+    /// leave-when-empty). Adds Asterisk's Completed and Abandoned.
+    AsteriskPerf2,
 }
 
 impl From<SlFormulaArg> for SlFormula {
@@ -176,6 +194,8 @@ impl From<SlFormulaArg> for SlFormula {
             SlFormulaArg::Answered => SlFormula::Answered,
             SlFormulaArg::AbandonsPositive => SlFormula::AbandonsPositive,
             SlFormulaArg::AbandonsIgnored => SlFormula::AbandonsIgnored,
+            SlFormulaArg::AsteriskPerf => SlFormula::AsteriskPerf,
+            SlFormulaArg::AsteriskPerf2 => SlFormula::AsteriskPerf2,
         }
     }
 }
@@ -285,9 +305,13 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                 let mut m = QueueLogMapper::new(QueueLogConfig {
                     time_zone: ql_tz.clone(),
                     agent_aliases: agent_aliases.clone(),
+                    csv_columns: a.queue_log.csv_columns.as_deref().cloned(),
                     ..QueueLogConfig::default()
                 });
                 let ev = m.map_all(&bytes);
+                if let Some(e) = m.csv_header_error() {
+                    anyhow::bail!("{}: {e}", path.display());
+                }
                 if let Some(bad) = m.last_malformed() {
                     tracing::warn!(path = %path.display(), ?bad, count = m.unparsed().malformed, "Skipped malformed queue_log records.");
                 }
@@ -318,6 +342,7 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                 let mut m = AmiMapper::new(AmiMapperConfig::default());
                 let mut ev = Vec::new();
                 m.map_bytes(&bytes, &mut ev);
+                log_exit_resolution(path, m.exit_resolution());
                 (ev, SourceKind::AsteriskAmi, m.unparsed().clone())
             }
         };
@@ -336,6 +361,25 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
         un.insert("malformed".into(), unparsed.malformed);
     }
     Ok(AnalyzeOutput { params, inputs, rows, unparsed: un })
+}
+
+/// Says how an AMI input's queue exits were told apart (timeouts and
+/// leave-when-empty from abandons), so that a reader comparing with
+/// queue_log knows which rule gave the figures.
+fn log_exit_resolution(path: &std::path::Path, r: callkpi_feeds::ami::ExitResolution) {
+    let rule = if r.varset_seen {
+        "QUEUESTATUS (VarSet events received)"
+    } else {
+        "fallback: no VarSet events (manager user without the dialplan class), \
+         a caller with a hang-up request abandoned, one let go alive timed out"
+    };
+    tracing::info!(
+        path = %path.display(),
+        by_queuestatus = r.by_queuestatus,
+        by_hangup_request = r.by_hangup_request,
+        refused = r.refused,
+        "AMI queue exits told apart by {rule}."
+    );
 }
 
 /// The SIP tracker configuration from the `--sip-*` flags.

@@ -164,9 +164,21 @@ pub struct Counters {
     /// Waits of abandoned visits (short ones included; the threshold is a query parameter).
     #[serde(skip_serializing_if = "Hist::is_zero")]
     pub abandoned_wait: Hist,
-    /// Waits of visits that left otherwise (timeout, key, empty, full, ...).
+    /// Waits of visits that left otherwise (timeout, key, empty, full, ...),
+    /// and of visits whose end is unknown.
     #[serde(skip_serializing_if = "Hist::is_zero")]
     pub other_wait: Hist,
+    /// Waits of visits the queue let go alive: timeout and leave-when-empty
+    /// exits (a subset of `other_wait`). Asterisk counts them as abandoned.
+    #[serde(skip_serializing_if = "Hist::is_zero")]
+    pub let_go_wait: Hist,
+    /// Waits, up to the last event seen, of visits whose outcome is unknown
+    /// (still waiting at the end of the input, or closed by the engine's
+    /// timeout; a subset of `other_wait`). Service level leaves out those
+    /// that had not yet waited past the threshold: they might still have
+    /// been answered in time.
+    #[serde(skip_serializing_if = "Hist::is_zero")]
+    pub unknown_wait: Hist,
     /// Exits on timeout.
     #[serde(skip_serializing_if = "is_zero")]
     pub timed_out: i64,
@@ -383,6 +395,8 @@ impl Counters {
         self.answered_wait.add(&o.answered_wait, sign);
         self.abandoned_wait.add(&o.abandoned_wait, sign);
         self.other_wait.add(&o.other_wait, sign);
+        self.let_go_wait.add(&o.let_go_wait, sign);
+        self.unknown_wait.add(&o.unknown_wait, sign);
         for (k, v) in &o.cases {
             let e = self.cases.entry(*k).or_default();
             e.contacts += sign * v.contacts;
@@ -400,12 +414,16 @@ impl Counters {
         self.answered_wait.is_zero()
             && self.abandoned_wait.is_zero()
             && self.other_wait.is_zero()
+            && self.let_go_wait.is_zero()
+            && self.unknown_wait.is_zero()
             && self.cases.is_empty()
             && *self
                 == Counters {
                     answered_wait: Hist::default(),
                     abandoned_wait: Hist::default(),
                     other_wait: Hist::default(),
+                    let_go_wait: Hist::default(),
+                    unknown_wait: Hist::default(),
                     cases: BTreeMap::new(),
                     ..Counters::default()
                 }

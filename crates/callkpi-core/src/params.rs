@@ -66,12 +66,28 @@ impl GroupBy {
 pub enum SlFormula {
     /// Answered within T / offered (abandons count against). The default.
     Offered,
-    /// Answered within T / answered (Asterisk `ServicelevelPerf`).
+    /// Answered within T / answered.
     Answered,
-    /// (Answered within T + abandoned within T) / offered (Asterisk `ServicelevelPerf2`).
+    /// (Answered within T + abandoned within T) / offered.
     AbandonsPositive,
     /// Answered within T / (offered - abandoned within T).
     AbandonsIgnored,
+    /// What Asterisk's `queue show` and `QueueParams` print as
+    /// `ServicelevelPerf`: completed within T / completed, with T the
+    /// queue's `servicelevel`. A call counts as completed once answered.
+    AsteriskPerf,
+    /// Asterisk's `ServicelevelPerf2`: (completed within T + abandoned within
+    /// T) / (completed + abandoned), where abandoned is Asterisk's counter:
+    /// abandons (short ones included), timeouts and leave-when-empty exits.
+    AsteriskPerf2,
+}
+
+impl SlFormula {
+    /// Whether the formula reproduces a PBX's own figure (the report then
+    /// also carries that PBX's completed and abandoned counters).
+    pub fn is_asterisk(self) -> bool {
+        matches!(self, SlFormula::AsteriskPerf | SlFormula::AsteriskPerf2)
+    }
 }
 
 impl std::str::FromStr for SlFormula {
@@ -82,9 +98,12 @@ impl std::str::FromStr for SlFormula {
             "answered" => SlFormula::Answered,
             "abandons-positive" => SlFormula::AbandonsPositive,
             "abandons-ignored" => SlFormula::AbandonsIgnored,
+            "asterisk-perf" => SlFormula::AsteriskPerf,
+            "asterisk-perf2" => SlFormula::AsteriskPerf2,
             other => {
                 return Err(format!(
-                    "unknown service level formula {other:?}: expected offered, answered, abandons-positive or abandons-ignored"
+                    "unknown service level formula {other:?}: expected offered, answered, abandons-positive, \
+                     abandons-ignored, asterisk-perf or asterisk-perf2"
                 ));
             }
         })
@@ -169,5 +188,7 @@ mod tests {
         assert_eq!(GroupBy::parse_list("none"), Ok(vec![]));
         assert!(GroupBy::parse_list("planet").is_err());
         assert_eq!("abandons-positive".parse::<SlFormula>(), Ok(SlFormula::AbandonsPositive));
+        assert_eq!("asterisk-perf2".parse::<SlFormula>(), Ok(SlFormula::AsteriskPerf2));
+        assert!("asterisk".parse::<SlFormula>().is_err());
     }
 }

@@ -63,6 +63,14 @@ pub struct Kpis {
     pub max_wait_s: Option<u64>,
     /// Service level per threshold (seconds), in the chosen formula.
     pub service_level_pct: BTreeMap<String, Option<f64>>,
+    /// Asterisk's `Completed` (calls answered from the queue), with the
+    /// `asterisk-perf`/`asterisk-perf2` formulas only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asterisk_completed: Option<u64>,
+    /// Asterisk's `Abandoned`: abandons (short ones included), timeouts and
+    /// leave-when-empty exits, with the `asterisk-perf*` formulas only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asterisk_abandoned: Option<u64>,
     /// Handled calls: agent segments when grouped by agent, queue visits otherwise.
     pub handled: u64,
     /// (talk + hold + wrap) / handled, s.
@@ -321,16 +329,26 @@ pub fn kpis(c: &Counters, p: &KpiParams, agents: &BTreeSet<String>) -> (Kpis, Ve
         + c.left_unspecified
         + c.unknown_end;
 
+    // Asterisk's own counters: every abandon (it knows no short abandon)
+    // plus the callers the queue let go (timeout, leave-when-empty).
+    let pbx_abandoned = ab_all.n + c.let_go_wait.total().n;
     let mut sl = BTreeMap::new();
     for &t in &p.sl_thresholds_s {
         let t64 = u64::from(t);
         let ans_in = c.answered_wait.within(t64).n;
         let ab_in = if t64 > s { c.abandoned_wait.within(t64).n - short.n } else { 0 };
+        // Visits whose outcome is unknown are in no denominator, unless they
+        // had already waited past T: those are certain misses.
+        let sl_offered = offered - c.unknown_wait.within(t64).n;
         let v = match p.sl_formula {
-            SlFormula::Offered => pct(ans_in, offered),
-            SlFormula::Answered => pct(ans_in, answered.n),
-            SlFormula::AbandonsPositive => pct(ans_in + ab_in, offered),
-            SlFormula::AbandonsIgnored => pct(ans_in, offered - ab_in),
+            SlFormula::Offered => pct(ans_in, sl_offered),
+            SlFormula::Answered | SlFormula::AsteriskPerf => pct(ans_in, answered.n),
+            SlFormula::AbandonsPositive => pct(ans_in + ab_in, sl_offered),
+            SlFormula::AbandonsIgnored => pct(ans_in, sl_offered - ab_in),
+            SlFormula::AsteriskPerf2 => {
+                let pbx_ab_in = c.abandoned_wait.within(t64).n + c.let_go_wait.within(t64).n;
+                pct(ans_in + pbx_ab_in, answered.n + pbx_abandoned)
+            }
         };
         sl.insert(t.to_string(), v);
     }
@@ -411,6 +429,8 @@ pub fn kpis(c: &Counters, p: &KpiParams, agents: &BTreeSet<String>) -> (Kpis, Ve
             .flatten()
             .max(),
         service_level_pct: sl,
+        asterisk_completed: p.sl_formula.is_asterisk().then(|| u(answered.n)),
+        asterisk_abandoned: p.sl_formula.is_asterisk().then(|| u(pbx_abandoned)),
         handled: u(handled),
         aht_s: avg_s(handle_ms, handled),
         talk_s: avg_s(c.talk_ms, handled),

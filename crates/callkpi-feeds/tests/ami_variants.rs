@@ -213,3 +213,73 @@ Reason: agent
     close(alice.hold_s, 20.0);
     close(alice.aht_s, 100.0);
 }
+
+/// Asterisk 12+ agents (app_agent_pool), as the AMI event reference names
+/// them: `AgentLogin`/`AgentLogoff` with `Agent:`, `QueueMemberAdded`,
+/// `QueueMemberPause` with `PausedReason`, `QueueMemberRemoved`. Alice is a
+/// member of support for 900 s, paused 300 s of them for lunch. Her login
+/// names the agent id; the mapper knows it as `Agent/1001`'s member name.
+const AGENT_POOL: &str = "\
+Asterisk Call Manager/5.0.1
+
+Event: QueueMemberAdded
+Timestamp: 1795356000.000000
+Queue: support
+Interface: Agent/1001
+MemberName: Alice Martin
+Membership: dynamic
+Paused: 0
+
+Event: AgentLogin
+Timestamp: 1795356000.100000
+Channel: PJSIP/1001-00000001
+Uniqueid: 1795356000.1
+Linkedid: 1795356000.1
+Agent: 1001
+
+Event: QueueMemberPause
+Timestamp: 1795356300.100000
+Queue: support
+Interface: Agent/1001
+MemberName: Alice Martin
+Paused: 1
+PausedReason: lunch
+
+Event: QueueMemberPause
+Timestamp: 1795356600.100000
+Queue: support
+Interface: Agent/1001
+MemberName: Alice Martin
+Paused: 0
+PausedReason: 
+
+Event: QueueMemberRemoved
+Timestamp: 1795356900.100000
+Queue: support
+Interface: Agent/1001
+MemberName: Alice Martin
+
+Event: AgentLogoff
+Timestamp: 1795356900.200000
+Channel: PJSIP/1001-00000001
+Uniqueid: 1795356000.1
+Linkedid: 1795356000.1
+Agent: 1001
+Logintime: 900
+
+";
+
+#[test]
+fn agent_pool_login_and_pause_time() {
+    let (events, m) = map(AGENT_POOL);
+    assert_eq!(m.unparsed().malformed, 0);
+    let rows = kpis(events.clone(), &[GroupBy::Agent]);
+    let names: Vec<_> = rows.iter().map(|(a, _)| a.clone()).collect();
+    assert_eq!(names, [Some("Alice Martin".to_owned())], "one agent, not one per name");
+    assert!((rows[0].1.logged_in_s - 900.0).abs() < 0.5, "logged in {}", rows[0].1.logged_in_s);
+    // Pause time of her membership of support (the per-queue figure).
+    let rows = kpis(events, &[GroupBy::Queue]);
+    let (_, k) = rows.into_iter().find(|(q, _)| q.as_deref() == Some("support")).expect("support row");
+    assert!((k.logged_in_s - 900.1).abs() < 1e-6, "logged in {}", k.logged_in_s);
+    assert!((k.paused_s - 300.0).abs() < 1e-6, "paused {}", k.paused_s);
+}

@@ -13,7 +13,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use callkpi_core::event::SourceKind;
-use callkpi_core::params::GroupBy;
+use callkpi_core::params::{GroupBy, SlFormula};
 use callkpi_core::report::Kpis;
 use callkpi_core::time::Interval;
 use callkpi_core::{Engine, KpiParams};
@@ -438,4 +438,72 @@ id,time,callid,queuename,agent,event,data1,data2,data3,data4,data5
     close(k.asa_s, 0.0);
     close(k.aht_s, 60.0);
     assert_eq!(k.handled, 1);
+}
+
+// --- callers whose fate is unknown at the end of the input ---
+
+/// Issue 17: a caller still waiting when the file ends may yet be answered
+/// in time, so it is in no service-level denominator; one that has already
+/// waited past T is a certain miss and stays in. `offered` counts both.
+#[test]
+fn callers_still_waiting_are_in_no_sl_denominator_unless_past_t() {
+    let log = "\
+{T+0}|a|support|NONE|ENTERQUEUE||0611111111|1
+{T+0}|b|support|NONE|ENTERQUEUE||0622222222|2
+{T+0}|c|support|NONE|ENTERQUEUE||0633333333|3
+{T+10}|a|support|Alice|CONNECT|10|a.1|2
+{T+12}|b|support|Bob|RINGNOANSWER|12000
+{T+25}|c|support|Bob|RINGNOANSWER|10000
+{T+40}|c|support|Carla|RINGNOANSWER|15000
+{T+40}|a|support|Alice|COMPLETEAGENT|10|30|1
+";
+    let all = |formula: SlFormula| {
+        let p = KpiParams { sl_thresholds_s: vec![20], sl_formula: formula, ..params(&[]) };
+        pick(rows(at(log).as_bytes(), &p), &[], None)
+    };
+    let k = all(SlFormula::Offered);
+    assert_eq!((k.offered, k.answered, k.other_exits), (3, 1, 2));
+    // b waited 12 s, then nothing: unknown, out. c waited 40 s > 20: a miss.
+    close(k.service_level_pct["20"], 50.0);
+    close(all(SlFormula::AbandonsPositive).service_level_pct["20"], 50.0);
+    close(all(SlFormula::AbandonsIgnored).service_level_pct["20"], 50.0);
+    close(all(SlFormula::Answered).service_level_pct["20"], 100.0);
+    // With T = 10 both unknown callers had waited past it: both misses.
+    let p = KpiParams { sl_thresholds_s: vec![10], ..params(&[]) };
+    close(pick(rows(at(log).as_bytes(), &p), &[], None).service_level_pct["10"], 100.0 / 3.0);
+    // Asterisk counts neither: they are not completed nor abandoned.
+    let k = all(SlFormula::AsteriskPerf2);
+    assert_eq!((k.asterisk_completed, k.asterisk_abandoned), (Some(1), Some(0)));
+    close(k.service_level_pct["20"], 100.0);
+}
+
+// --- rotation ---
+
+/// Issue 17: `callkpi analyze --queue-log queue_log.1 --queue-log queue_log`
+/// reads the files as inputs of one stream: a caller who entered before the
+/// rotation and left after it is one visit, offered once, in both cases.
+#[test]
+fn exit_after_rotation_counts_once() {
+    let before = at("\
+{T+0}|r1|support|NONE|ENTERQUEUE||0611111111|1
+{T+1}|r2|support|NONE|ENTERQUEUE||0622222222|2
+");
+    let after = at("\
+{T+30}|r1|support|NONE|ABANDON|1|1|30
+{T+12}|r2|support|Bob|CONNECT|11|r2.5|4
+{T+50}|r2|support|Bob|COMPLETEAGENT|11|38|2
+");
+    // One mapper per file, as analyze does.
+    let files = [before, after]
+        .iter()
+        .map(|file| QueueLogMapper::new(QueueLogConfig::default()).map_all(file.as_bytes()))
+        .collect();
+    let e = common::engine_of_files(files, SourceKind::AsteriskQueueLog);
+    let k = pick(
+        e.report(&params(&[]), &[]).expect("report").rows.into_iter().map(|r| (r.group, r.kpis, r.flags)).collect(),
+        &[],
+        None,
+    );
+    assert_eq!((k.entered, k.offered, k.answered, k.abandoned, k.other_exits), (2, 2, 1, 1, 0));
+    close(k.asa_s, 11.0);
 }

@@ -41,6 +41,8 @@ pub fn params_to_pb(p: &KpiParams) -> pb::KpiQuery {
             SlFormula::Answered => pb::SlFormula::Answered,
             SlFormula::AbandonsPositive => pb::SlFormula::AbandonsPositive,
             SlFormula::AbandonsIgnored => pb::SlFormula::AbandonsIgnored,
+            SlFormula::AsteriskPerf => pb::SlFormula::AsteriskPerf,
+            SlFormula::AsteriskPerf2 => pb::SlFormula::AsteriskPerf2,
         } as i32,
         short_abandon_s: Some(p.short_abandon_s),
         fcr_window_s: Some(u32::try_from(p.fcr_window_s).unwrap_or(u32::MAX)),
@@ -94,6 +96,8 @@ pub fn params_from_pb(q: &pb::KpiQuery, defaults: &KpiParams) -> Result<KpiParam
         Ok(pb::SlFormula::Answered) => SlFormula::Answered,
         Ok(pb::SlFormula::AbandonsPositive) => SlFormula::AbandonsPositive,
         Ok(pb::SlFormula::AbandonsIgnored) => SlFormula::AbandonsIgnored,
+        Ok(pb::SlFormula::AsteriskPerf) => SlFormula::AsteriskPerf,
+        Ok(pb::SlFormula::AsteriskPerf2) => SlFormula::AsteriskPerf2,
         Err(_) => return Err(ConvertError::UnknownEnumValue { field: "KpiQuery.sl_formula", value: q.sl_formula }),
     };
     let time_zone = if q.time_zone.is_empty() { defaults.time_zone.clone() } else { q.time_zone.clone() };
@@ -158,6 +162,8 @@ fn kpis_to_pb(k: &Kpis) -> pb::Kpis {
             .filter_map(|(t, v)| Some((t.parse::<u32>().ok()?, (*v)?)))
             .collect(),
         timeout_rate_pct: k.timeout_rate_pct,
+        asterisk_completed: k.asterisk_completed,
+        asterisk_abandoned: k.asterisk_abandoned,
         handled: Some(k.handled),
         aht_s: k.aht_s,
         talk_s: k.talk_s,
@@ -217,6 +223,8 @@ fn kpis_from_pb(k: &pb::Kpis, thresholds: &[u32]) -> Kpis {
         max_wait_s: k.max_wait_s.map(|v| v as u64),
         // Every requested threshold is a key; absent on the wire = null.
         service_level_pct: thresholds.iter().map(|t| (t.to_string(), k.service_level_pct.get(t).copied())).collect(),
+        asterisk_completed: k.asterisk_completed,
+        asterisk_abandoned: k.asterisk_abandoned,
         handled: n(k.handled),
         aht_s: k.aht_s,
         talk_s: k.talk_s,

@@ -162,19 +162,9 @@ impl OpenFile {
 
 /// The CSV header line (with its line end) at the start of `head`, when the
 /// input is CSV: the mapper needs it to know the columns when resuming
-/// mid-file. Detected as the mapper does: no `|`, and names `time` and
-/// `event` (or `verb`) among its comma-separated fields.
+/// mid-file. Detected exactly as the mapper detects it.
 fn csv_header_line(head: &[u8], form: Option<InputForm>) -> Option<&[u8]> {
-    if form == Some(InputForm::File) {
-        return None;
-    }
-    let nl = head.iter().position(|&b| b == b'\n')?;
-    let line = &head[..=nl];
-    let text = String::from_utf8_lossy(line).to_ascii_lowercase();
-    let names: Vec<&str> = text.trim_end().split(',').map(|n| n.trim().trim_matches('"')).collect();
-    let header =
-        !line.contains(&b'|') && names.contains(&"time") && (names.contains(&"event") || names.contains(&"verb"));
-    header.then_some(line)
+    callkpi_feeds::queue_log::csv_header_line(head, form)
 }
 
 /// Runs blocking file I/O off the async workers.
@@ -580,6 +570,13 @@ impl<S: EventSink> QueueLogSource<S> {
                 *last_log = Some(Instant::now());
             }
             reader.malformed_seen = malformed;
+        }
+        // A CSV header of no known layout: nothing of the file is read.
+        if let Some(e) = reader.mapper.csv_header_error()
+            && last_log.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY)
+        {
+            error!(path = %self.path.display(), error = %e, "Queue_log CSV not read: set csv_columns.");
+            *last_log = Some(Instant::now());
         }
         if unmapped > reader.unmapped_seen {
             self.metrics.unmapped.inc_by(unmapped - reader.unmapped_seen);

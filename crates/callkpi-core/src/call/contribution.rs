@@ -27,9 +27,15 @@ impl CallRecord {
                 VisitOutcome::Left(reason) => {
                     c.other_wait.record(v.wait_ms);
                     match reason {
-                        LeaveReason::Timeout => c.timed_out += 1,
+                        LeaveReason::Timeout => {
+                            c.timed_out += 1;
+                            c.let_go_wait.record(v.wait_ms);
+                        }
                         LeaveReason::ExitWithKey => c.exit_with_key += 1,
-                        LeaveReason::LeaveEmpty => c.leave_empty += 1,
+                        LeaveReason::LeaveEmpty => {
+                            c.leave_empty += 1;
+                            c.let_go_wait.record(v.wait_ms);
+                        }
                         LeaveReason::Full => c.full += 1,
                         LeaveReason::JoinEmpty => c.join_empty += 1,
                         LeaveReason::Transfer => c.transferred_unanswered += 1,
@@ -40,6 +46,7 @@ impl CallRecord {
                 }
                 VisitOutcome::UnknownEnd => {
                     c.other_wait.record(v.wait_ms);
+                    c.unknown_wait.record(v.wait_ms);
                     c.unknown_end += 1;
                 }
             }

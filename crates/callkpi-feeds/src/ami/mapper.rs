@@ -89,6 +89,9 @@ enum Role {
         /// Uniqueid of the member channel it is talking to (`AgentConnect`),
         /// for an `AgentComplete` that does not name it.
         member_leg: Option<String>,
+        /// A `HangupRequest`/`SoftHangupRequest` came for it while queued:
+        /// the caller is going, so a `QueueCallerAbandon` is an abandon.
+        hangup_requested: bool,
     },
     /// A channel ringing a queue member (`AgentCalled`'s `DestUniqueid`).
     Member {
@@ -131,6 +134,32 @@ pub struct AmiMapper {
     calls: HashMap<String, CallCtx>,
     unparsed: Unparsed,
     evictions: u64,
+    /// `QueueCallerAbandon`s not yet told apart from a Queue() timeout or a
+    /// leave-when-empty, by the queued channel's `Uniqueid`.
+    pending_exits: HashMap<String, FeedEvent>,
+    /// Queue named by the last `Newexten` running `Queue()`, by `Uniqueid`:
+    /// a caller refused at the door (`QUEUESTATUS` `FULL`/`JOINEMPTY`) has
+    /// no other event naming the queue.
+    queue_app: HashMap<String, String>,
+    exits: ExitResolution,
+}
+
+/// How the mapper told apart the exits Asterisk reports with the same
+/// `QueueCallerAbandon` (a caller hanging up, a Queue() timeout, a
+/// leave-when-empty), for the log: see "Queue() exits" in the module docs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExitResolution {
+    /// `VarSet` events were received (the manager user reads the `dialplan`
+    /// class), so `QUEUESTATUS` is available.
+    pub varset_seen: bool,
+    /// Exits resolved by the `QUEUESTATUS` the caller's channel got.
+    pub by_queuestatus: u64,
+    /// Exits resolved by the fallback: abandon when the caller's channel had
+    /// a hang-up request while queued (or the call's origin channel hung
+    /// up), timeout when it carried on alive.
+    pub by_hangup_request: u64,
+    /// Callers refused at the door (`QUEUESTATUS` `FULL` or `JOINEMPTY`).
+    pub refused: u64,
 }
 
 /// Headers every call-related event carries.
@@ -168,6 +197,21 @@ impl AmiMapper {
         self.evictions
     }
 
+    /// How queue exits were told apart so far (for the log).
+    pub fn exit_resolution(&self) -> ExitResolution {
+        self.exits
+    }
+
+    /// Resolves the exits still waiting for their `QUEUESTATUS` (at the end
+    /// of a recording): by the fallback rule.
+    pub fn flush(&mut self, out: &mut Vec<FeedEvent>) {
+        let mut pending: Vec<String> = self.pending_exits.keys().cloned().collect();
+        pending.sort_unstable();
+        for u in pending {
+            self.resolve_exit_by_fallback(&u, out);
+        }
+    }
+
     /// Member name known for an interface (`Local/1001@agents/n`) or one of
     /// its channels (`Local/1001@agents-00000036;1`).
     pub fn member_name(&self, interface_or_channel: &str) -> Option<&str> {
@@ -193,6 +237,7 @@ impl AmiMapper {
                 Err(_) => self.count_malformed(),
             }
         }
+        self.flush(out);
     }
 
     /// Maps a frame; the banner produces nothing.
@@ -223,12 +268,38 @@ impl AmiMapper {
             },
         };
         let c = Common { call_id, uniqueid, time: msg.get_bytes("Timestamp").and_then(parse_timestamp) };
+        // A pending abandon waits through the `QueueCallerLeave` and the
+        // `VarSet`s app_queue sends as the caller leaves; any other event of
+        // the channel comes after `QUEUESTATUS` would have been set.
+        if !matches!(&*name, "VarSet" | "QueueCallerLeave" | "Leave") && self.pending_exits.contains_key(&*c.uniqueid) {
+            self.resolve_exit_by_fallback(&c.uniqueid, out);
+        }
         let ok = match &*name {
+            "VarSet" => {
+                self.var_set(msg, &c, out);
+                true
+            }
+            "Newexten" => {
+                self.newexten(msg, &c);
+                true
+            }
+            "HangupRequest" | "SoftHangupRequest" => {
+                if let Some(Leg { role: Role::QueueCaller { hangup_requested, .. }, .. }) =
+                    self.legs.get_mut(&*c.uniqueid)
+                {
+                    *hangup_requested = true;
+                }
+                count(&mut self.unparsed, &name);
+                true
+            }
             "QueueCallerJoin" | "Join" => self.queue_join(msg, &c, out),
             "QueueCallerAbandon" => self.queue_abandon(msg, &c, out),
             "QueueCallerLeave" | "Leave" => queue_leave(msg, &c, out),
             "AgentCalled" => self.agent_called(msg, &c, out),
-            "AgentRingNoAnswer" => self.offer_missed(msg, &c, MissReason::NoAnswer, out),
+            "AgentRingNoAnswer" => {
+                let ring = msg.get("RingTime").and_then(|r| r.trim().parse::<u64>().ok());
+                self.offer_missed(msg, &c, crate::queue_log::refused_at_once(ring), out)
+            }
             "AgentDump" => self.offer_missed(msg, &c, MissReason::Rejected, out),
             "AgentConnect" => self.agent_connect(msg, &c, out),
             "AgentComplete" => self.agent_complete(msg, &c, out),
@@ -248,6 +319,9 @@ impl AmiMapper {
             "QueueMemberRemoved" => self.member_state(msg, &c, Some(AgentState::Logout), out),
             "QueueMemberPause" | "QueueMemberPaused" => self.member_state(msg, &c, None, out),
             "QueueMember" => self.queue_member(msg, out),
+            // app_agent_pool (12+) and chan_agent (up to 11, lower-case names).
+            "AgentLogin" | "Agentlogin" | "Agentcallbacklogin" => self.agent_login(msg, &c, AgentState::Login, out),
+            "AgentLogoff" | "Agentlogoff" | "Agentcallbacklogoff" => self.agent_login(msg, &c, AgentState::Logout, out),
             "QueueMemberStatus" => {
                 self.learn_member(msg);
                 true
@@ -255,6 +329,8 @@ impl AmiMapper {
             "UserEvent" => self.user_event(msg, &c, out),
             "Shutdown" => {
                 // Every channel is gone; members are configuration and stay.
+                self.flush(out);
+                self.queue_app.clear();
                 self.legs.clear();
                 self.calls.clear();
                 true
@@ -275,7 +351,7 @@ impl AmiMapper {
         let Some(queue) = msg.get("Queue") else {
             return false;
         };
-        self.track(&c.uniqueid, &c.call_id, || Role::QueueCaller { member_leg: None });
+        self.track(&c.uniqueid, &c.call_id, || Role::QueueCaller { member_leg: None, hangup_requested: false });
         // `CallerID` is the number in the `Join` of Asterisk 1.4 and older.
         let caller = msg.get("CallerIDNum").or_else(|| msg.get("CallerID")).filter(|n| known(n)).map(Cow::into_owned);
         let position = msg.get("Position").and_then(|p| p.trim().parse().ok());
@@ -288,11 +364,100 @@ impl AmiMapper {
             return false;
         };
         let reported_wait_ms = seconds_ms(msg, "HoldTime");
-        out.push(c.event(
+        let ev = c.event(
             &c.uniqueid,
             EventKind::QueueLeave { queue: queue.into_owned(), reason: LeaveReason::Abandon, reported_wait_ms },
-        ));
+        );
+        if c.uniqueid.is_empty() {
+            out.push(ev);
+            return true;
+        }
+        if self.pending_exits.len() >= self.config.max_tracked {
+            self.evictions += 1;
+            self.flush(out);
+        }
+        if let Some(older) = self.pending_exits.insert(c.uniqueid.to_string(), ev) {
+            out.push(older);
+        }
         true
+    }
+
+    /// `VarSet`: only `QUEUESTATUS` matters, which app_queue sets as Queue()
+    /// returns: it tells a timeout or leave-when-empty from an abandon, and
+    /// is the only trace of a caller refused at the door.
+    fn var_set(&mut self, msg: &AmiMessage<'_>, c: &Common<'_>, out: &mut Vec<FeedEvent>) {
+        self.exits.varset_seen = true;
+        count(&mut self.unparsed, "VarSet");
+        if !msg.get("Variable").is_some_and(|v| v.eq_ignore_ascii_case("QUEUESTATUS")) {
+            return;
+        }
+        let status = msg.get("Value").unwrap_or_default().trim().to_ascii_uppercase();
+        if let Some(mut ev) = self.pending_exits.remove(&*c.uniqueid) {
+            if let EventKind::QueueLeave { reason, .. } = &mut ev.kind {
+                *reason = match status.as_str() {
+                    "TIMEOUT" => LeaveReason::Timeout,
+                    "LEAVEEMPTY" => LeaveReason::LeaveEmpty,
+                    // Removed by the QueueWithdrawCaller action: neither the
+                    // caller's doing nor the queue's limits.
+                    "WITHDRAW" => LeaveReason::Unspecified,
+                    _ => LeaveReason::Abandon,
+                };
+            }
+            self.exits.by_queuestatus += 1;
+            out.push(ev);
+            return;
+        }
+        let reason = match status.as_str() {
+            "FULL" => LeaveReason::Full,
+            "JOINEMPTY" => LeaveReason::JoinEmpty,
+            _ => return,
+        };
+        // Refused callers never joined: no QueueCallerJoin, no queue_log line
+        // (Asterisk 22), so the queue comes from the Queue() being run.
+        let Some(queue) = self.queue_app.remove(&*c.uniqueid) else { return };
+        self.exits.refused += 1;
+        out.push(c.event(&c.uniqueid, EventKind::QueueLeave { queue, reason, reported_wait_ms: Some(0) }));
+    }
+
+    /// `Newexten` running `Queue(name,...)`: remembers the queue name.
+    fn newexten(&mut self, msg: &AmiMessage<'_>, c: &Common<'_>) {
+        count(&mut self.unparsed, "Newexten");
+        if c.uniqueid.is_empty() || !msg.get("Application").is_some_and(|a| a.eq_ignore_ascii_case("Queue")) {
+            return;
+        }
+        let data = msg.get("AppData").unwrap_or_default();
+        let queue = data.split([',', '|']).next().unwrap_or_default().trim();
+        if queue.is_empty() {
+            return;
+        }
+        if self.queue_app.len() >= self.config.max_tracked {
+            self.queue_app.clear();
+            self.evictions += 1;
+        }
+        self.queue_app.insert(c.uniqueid.to_string(), queue.to_owned());
+    }
+
+    /// The fallback when no `QUEUESTATUS` came: a caller whose channel had a
+    /// hang-up request while queued abandoned; one that left the queue alive
+    /// was let go by the queue (its timeout, or leave-when-empty, which
+    /// only `QUEUESTATUS` tells apart): counted as a timeout.
+    fn resolve_exit_by_fallback(&mut self, uniqueid: &str, out: &mut Vec<FeedEvent>) {
+        let Some(mut ev) = self.pending_exits.remove(uniqueid) else { return };
+        // The caller is gone when its queued channel had a hang-up request,
+        // or when the call's origin channel (the caller's own channel, of
+        // which the queued one may be a Local half) has hung up.
+        let hung_up = match self.legs.get(uniqueid) {
+            Some(Leg { role: Role::QueueCaller { hangup_requested, .. }, call }) => {
+                *hangup_requested || self.calls.get(call).is_some_and(|ctx| ctx.origin_gone)
+            }
+            // Not tracked (state evicted): the common case.
+            _ => true,
+        };
+        if !hung_up && let EventKind::QueueLeave { reason, .. } = &mut ev.kind {
+            *reason = LeaveReason::Timeout;
+        }
+        self.exits.by_hangup_request += 1;
+        out.push(ev);
     }
 
     // --- offers to members ---
@@ -356,7 +521,7 @@ impl AmiMapper {
             self.track(&leg, &c.call_id, || role);
         }
         self.resolve_offer(&leg);
-        if let Some(Leg { role: Role::QueueCaller { member_leg }, .. }) = self.legs.get_mut(&*c.uniqueid) {
+        if let Some(Leg { role: Role::QueueCaller { member_leg, .. }, .. }) = self.legs.get_mut(&*c.uniqueid) {
             *member_leg = Some(leg.clone());
         }
         let ctx = self.call_ctx(&c.call_id);
@@ -382,7 +547,7 @@ impl AmiMapper {
         };
         let queue = msg.get("Queue").map(Cow::into_owned);
         let remembered = match self.legs.get_mut(&*c.uniqueid) {
-            Some(Leg { role: Role::QueueCaller { member_leg }, .. }) => member_leg.take(),
+            Some(Leg { role: Role::QueueCaller { member_leg, .. }, .. }) => member_leg.take(),
             _ => None,
         };
         let leg = match msg.get("DestUniqueid").filter(|u| !u.is_empty()) {
@@ -459,6 +624,7 @@ impl AmiMapper {
 
     fn hangup(&mut self, msg: &AmiMessage<'_>, c: &Common<'_>, out: &mut Vec<FeedEvent>) -> bool {
         let is_origin = !c.uniqueid.is_empty() && c.uniqueid == c.call_id;
+        self.queue_app.remove(&*c.uniqueid);
         let tracked = self.legs.remove(&*c.uniqueid);
         if let Some(leg) = &tracked {
             self.leave_call(&leg.call, |ctx| ctx.open_legs = ctx.open_legs.saturating_sub(1));
@@ -608,6 +774,30 @@ impl AmiMapper {
             None if paused => out.push(event(AgentState::Paused { reason: pause_reason(msg) })),
             None => out.push(event(AgentState::Available)),
         }
+        true
+    }
+
+    /// `AgentLogin`/`AgentLogoff` of an `Agent:` (app_agent_pool): presence
+    /// in no queue in particular, as queue_log's `AGENTLOGIN` (queue `NONE`).
+    /// The agent is named as its queue member `Agent/<id>` is, when known, so
+    /// that its calls and its login fall on one name.
+    fn agent_login(
+        &mut self,
+        msg: &AmiMessage<'_>,
+        c: &Common<'_>,
+        state: AgentState,
+        out: &mut Vec<FeedEvent>,
+    ) -> bool {
+        let Some(id) = msg.get("Agent").map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()) else {
+            return false;
+        };
+        let agent = self.member_name(&format!("Agent/{id}")).map_or(id, str::to_owned);
+        out.push(FeedEvent {
+            call_id: String::new(),
+            leg_id: String::new(),
+            source_time: c.time,
+            kind: EventKind::AgentState { agent, queue: None, state },
+        });
         true
     }
 

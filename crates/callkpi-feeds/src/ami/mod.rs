@@ -46,10 +46,11 @@
 //! | AMI event | event kind | notes |
 //! |---|---|---|
 //! | `QueueCallerJoin` (`Join`) | `QueueJoin` | caller = `CallerIDNum` (1.4: `CallerID`), `Position` |
-//! | `QueueCallerAbandon` | `QueueLeave { Abandon }` | wait = `HoldTime` s |
+//! | `QueueCallerAbandon` | `QueueLeave { Abandon / Timeout / LeaveEmpty }` | wait = `HoldTime` s; which one: see "Queue() exits" |
+//! | `VarSet QUEUESTATUS=FULL/JOINEMPTY` | `QueueLeave { Full / JoinEmpty }` | queue from the `Newexten` running `Queue()`; wait 0 |
 //! | `QueueCallerLeave` (`Leave`) | `QueueLeave { Unspecified }` | sent for *every* exit, see below |
 //! | `AgentCalled` | `Ringing` | leg = member channel; before 12 the member is `AgentName` (interface `AgentCalled`) |
-//! | `AgentRingNoAnswer` | `OfferMissed { NoAnswer }` | ring = `RingTime`, already in **ms** |
+//! | `AgentRingNoAnswer` | `OfferMissed { NoAnswer }` (`Rejected` when `RingTime` is 0, as queue_log's `RINGNOANSWER`) | ring = `RingTime`, already in **ms** |
 //! | `AgentDump` | `OfferMissed { Rejected }` | ring from the `AgentCalled` timestamp |
 //! | `DialEnd` `CANCEL` of a ringing member | `OfferMissed { Canceled }` | queue_log RINGCANCELED; ring from timestamps |
 //! | `AgentConnect` | `Answered` | wait = `HoldTime` s, ring = `RingTime` **s**; leg = `DestUniqueid` |
@@ -60,6 +61,7 @@
 //! | `DialBegin` from a channel into an outbound context or trunk | `CallOffered { Outbound }` | caller = agent, called = number, trunk = context |
 //! | matching `DialEnd` | `DialResult` | `ANSWER`, `BUSY`, `NOANSWER`, `CONGESTION`, `CHANUNAVAIL` → Unavailable, `CANCEL` → AgentAbandoned, else Failed |
 //! | `QueueMemberAdded` / `QueueMemberRemoved` | `AgentState` Login (+ Paused if added paused) / Logout | per queue |
+//! | `AgentLogin` / `AgentLogoff` (app_agent_pool, 12+; `Agentlogin`... before) | `AgentState` Login / Logout, queue `None` | agent = the member name of `Agent/<Agent>` when known, else the `Agent:` id (queue_log's `AGENTLOGIN` names the id) |
 //! | `QueueMemberPause` (`QueueMemberPaused`) | `AgentState` Paused { `PausedReason` } / Available | by `Paused: 1/0` |
 //! | `QueueMember` (`QueueStatus` reply) | `AgentState` Login at `LoginTime` (+ Paused at `LastPause`) | state assertions: a repeated Login is a no-op downstream |
 //! | `UserEvent` named in [`AmiMapperConfig::survey_events`] | `SurveyAnswer` | `Score`, `Queue`, `Agent` (else the call's last agent) |
@@ -73,6 +75,38 @@
 //! `QueueCallerLeave` comes for every exit, answered ones included, right
 //! before `AgentConnect` or right after `QueueCallerAbandon`; it is mapped as
 //! `Unspecified` and the engine resolves it from those neighbours.
+//!
+//! ## Queue() exits
+//!
+//! app_queue (Asterisk 12 to 22) sends `QueueCallerAbandon` not only when
+//! the caller hangs up but for every exit it counts in its `Abandoned`
+//! figure: Queue()'s timeout (queue_log `EXITWITHTIMEOUT`), leave-when-empty
+//! (`EXITEMPTY`) and `QueueWithdrawCaller` (`WITHDRAW`). Then come
+//! `QueueCallerLeave` and, as Queue() returns, `VarSet` of `QUEUESTATUS` on
+//! the caller's channel (no `QUEUESTATUS` after a real abandon). So the
+//! mapper holds each `QueueCallerAbandon` back until it knows which it was:
+//!
+//! - **`QUEUESTATUS`** (the manager user reads the `dialplan` class, which
+//!   carries `VarSet`): `TIMEOUT` → `Timeout`, `LEAVEEMPTY` → `LeaveEmpty`,
+//!   `WITHDRAW` → `Unspecified`, anything else → `Abandon`.
+//! - **Fallback** (no `QUEUESTATUS` before the channel's next other event,
+//!   or the end of the input): `Abandon` when the caller's channel had a
+//!   `HangupRequest`/`SoftHangupRequest` while queued, or the call's origin
+//!   channel (`Uniqueid` = `Linkedid`) had hung up (the caller hung up;
+//!   class `call`), else `Timeout`: the queue let a live caller go, and
+//!   without `QUEUESTATUS` a leave-when-empty cannot be told from a timeout.
+//!
+//! [`AmiMapper::exit_resolution`] says which rule resolved how many exits;
+//! `callkpi analyze` logs it. Against queue_log, exit by exit:
+//!
+//! | Queue() exit | queue_log | AMI | callkpi, both paths |
+//! |---|---|---|---|
+//! | caller hangs up | `ABANDON` | `QueueCallerAbandon`, `QueueCallerLeave` | abandoned |
+//! | timeout | `EXITWITHTIMEOUT` | the same + `QUEUESTATUS=TIMEOUT` | timed_out |
+//! | leave-when-empty | `EXITEMPTY` | the same + `QUEUESTATUS=LEAVEEMPTY` | leave_empty |
+//! | key pressed | `EXITWITHKEY` | `QueueCallerLeave` only, no `QUEUESTATUS` | queue_log: exit_with_key; AMI: left_unspecified (nothing tells it apart) |
+//! | answered, `c` option (`CONTINUE`) | `CONNECT` | `AgentConnect`; `QUEUESTATUS=CONTINUE` later | answered |
+//! | refused: `FULL` / `JOINEMPTY` | nothing (Asterisk 22 logs no line) | `QUEUESTATUS` only | AMI: full / join_empty; queue_log: not seen |
 //!
 //! ## Not mapped, and why
 //!
@@ -91,7 +125,7 @@
 //! - `Shutdown` clears per-call state (every channel is gone). The event
 //!   model has no "PBX restarted" kind, so calls open at that moment are
 //!   closed downstream by the engine's timeout.
-//! - Everything else (`VarSet`, `Newexten`, `Newchannel`, `Cdr`, `Bridge*`,
+//! - Everything else (`VarSet` and `Newexten` other than the above, `Newchannel`, `Cdr`, `Bridge*`,
 //!   `QueueSummary`, `QueueParams`, `OriginateResponse`, unknown `UserEvent`s
 //!   as `UserEvent/<name>`, ...) is counted in
 //!   [`Unparsed::by_name`](crate::Unparsed::by_name); a mapped event that
@@ -131,4 +165,4 @@ pub use framing::{
     AmiMessage, Banner, DEFAULT_MAX_MESSAGE_SIZE, Frame, Frames, Header, MessageKind, ParseError, ParseErrorKind,
     frames, parse_banner, parse_frame, parse_message, parse_message_with_limit, skip_message,
 };
-pub use mapper::{AmiMapper, AmiMapperConfig, SurveyEventConfig};
+pub use mapper::{AmiMapper, AmiMapperConfig, ExitResolution, SurveyEventConfig};

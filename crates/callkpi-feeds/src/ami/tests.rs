@@ -417,9 +417,12 @@ fn queue_join_abandon_leave() {
         ev[0].kind,
         EventKind::QueueJoin { queue: "support".into(), caller: Some("0639987952".into()), position: Some(1) }
     );
+    // The caller hangs up: its channel gets a hang-up request, then app_queue
+    // reports the abandon and the leave.
     let ev = map_text(
         &mut m,
-        "Event: QueueCallerAbandon\nUniqueid: 1795356686.1\nLinkedid: 1795356686.0\nQueue: support\n\
+        "Event: HangupRequest\nUniqueid: 1795356686.1\nLinkedid: 1795356686.0\n\n\
+         Event: QueueCallerAbandon\nUniqueid: 1795356686.1\nLinkedid: 1795356686.0\nQueue: support\n\
          Position: 1\nOriginalPosition: 4\nHoldTime: 23\n\n\
          Event: QueueCallerLeave\nUniqueid: 1795356686.1\nLinkedid: 1795356686.0\nQueue: support\nPosition: 1\n",
     );
@@ -428,20 +431,124 @@ fn queue_join_abandon_leave() {
         [
             &EventKind::QueueLeave {
                 queue: "support".into(),
-                reason: LeaveReason::Abandon,
-                reported_wait_ms: Some(23_000)
-            },
-            &EventKind::QueueLeave {
-                queue: "support".into(),
                 reason: LeaveReason::Unspecified,
                 reported_wait_ms: None
             },
+            &EventKind::QueueLeave {
+                queue: "support".into(),
+                reason: LeaveReason::Abandon,
+                reported_wait_ms: Some(23_000)
+            },
         ]
     );
-    assert_eq!(ev[0].source_time, None, "no Timestamp header, no source time");
+    assert_eq!(ev[1].source_time, None, "no Timestamp header, no source time");
     // No Queue header: malformed, not fatal.
     assert!(map_text(&mut m, "Event: QueueCallerJoin\nUniqueid: 1.1\n").is_empty());
     assert_eq!(m.unparsed().malformed, 1);
+}
+
+/// The events app_queue sends when a caller leaves Queue() without an agent
+/// (apps/app_queue.c, Asterisk 22): `QueueCallerAbandon` for abandons,
+/// timeouts and leave-when-empty alike, `QueueCallerLeave`, then, when the
+/// exit has a result, `VarSet QUEUESTATUS`.
+fn exit_events(status: Option<&str>, hangup_request: bool) -> String {
+    let mut text = String::from(JOIN);
+    text.push('\n');
+    if hangup_request {
+        text.push_str("Event: HangupRequest\nUniqueid: 1795356686.1\nLinkedid: 1795356686.0\n\n");
+    }
+    text.push_str(
+        "Event: QueueCallerAbandon\nUniqueid: 1795356686.1\nLinkedid: 1795356686.0\nQueue: support\n\
+         Position: 1\nOriginalPosition: 1\nHoldTime: 25\n\n\
+         Event: VarSet\nUniqueid: 1795356686.1\nLinkedid: 1795356686.0\nVariable: QUEUENAME\nValue: support\n\n\
+         Event: QueueCallerLeave\nUniqueid: 1795356686.1\nLinkedid: 1795356686.0\nQueue: support\nPosition: 1\n\n",
+    );
+    if let Some(status) = status {
+        text.push_str(&format!(
+            "Event: VarSet\nUniqueid: 1795356686.1\nLinkedid: 1795356686.0\nVariable: QUEUESTATUS\nValue: {status}\n\n"
+        ));
+    }
+    text
+}
+
+fn exit_reason(events: &[FeedEvent]) -> Vec<LeaveReason> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::QueueLeave { reason, .. } if *reason != LeaveReason::Unspecified => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn queue_exits_are_told_apart_by_queuestatus() {
+    for (status, want) in
+        [("TIMEOUT", LeaveReason::Timeout), ("LEAVEEMPTY", LeaveReason::LeaveEmpty), ("CONTINUE", LeaveReason::Abandon)]
+    {
+        let mut m = AmiMapper::default();
+        let ev = map_text(&mut m, &exit_events(Some(status), false));
+        assert_eq!(exit_reason(&ev), [want], "{status}");
+        let r = m.exit_resolution();
+        assert!(r.varset_seen);
+        assert_eq!((r.by_queuestatus, r.by_hangup_request), (1, 0), "{status}");
+        // The wait is the one QueueCallerAbandon reported.
+        assert!(ev.iter().any(|e| matches!(
+            e.kind,
+            EventKind::QueueLeave { reported_wait_ms: Some(25_000), reason, .. } if reason == want
+        )));
+    }
+}
+
+#[test]
+fn queue_exits_without_varset_fall_back_to_the_hangup_request() {
+    // A caller who hung up: the hang-up request came while queued.
+    let mut m = AmiMapper::default();
+    let ev = map_text(&mut m, &exit_events(None, true));
+    assert_eq!(exit_reason(&ev), [LeaveReason::Abandon]);
+    assert_eq!(m.exit_resolution().by_hangup_request, 1);
+    // No hang-up request, but the call's origin channel hung up first (a
+    // Local channel's ;1 half, or a generator that sends no requests).
+    let mut m = AmiMapper::default();
+    let text = exit_events(None, false).replacen(
+        "Event: QueueCallerAbandon",
+        "Event: Hangup\nUniqueid: 1795356686.0\nLinkedid: 1795356686.0\nCause: 16\n\nEvent: QueueCallerAbandon",
+        1,
+    );
+    assert_eq!(exit_reason(&map_text(&mut m, &text)), [LeaveReason::Abandon]);
+    // A caller let go alive (Queue() timeout), whose channel carries on: the
+    // next event of the channel (here an overflow into sales) resolves it.
+    let mut m = AmiMapper::default();
+    let mut text = exit_events(None, false);
+    text.push_str(&JOIN.replace("Queue: support", "Queue: sales"));
+    let ev = map_text(&mut m, &text);
+    assert_eq!(exit_reason(&ev), [LeaveReason::Timeout]);
+    let join_sales = ev.iter().position(|e| matches!(&e.kind, EventKind::QueueJoin { queue, .. } if queue == "sales"));
+    let timeout = ev.iter().position(|e| matches!(&e.kind, EventKind::QueueLeave { reason: LeaveReason::Timeout, .. }));
+    assert!(timeout < join_sales, "the timeout is resolved before the next queue's join: {ev:?}");
+    // Still pending at the end of a recording: resolved by the fallback.
+    let mut m = AmiMapper::default();
+    assert_eq!(exit_reason(&map_text(&mut m, &exit_events(None, false))), [LeaveReason::Timeout]);
+}
+
+#[test]
+fn refused_callers_are_counted_from_queuestatus() {
+    let mut m = AmiMapper::default();
+    let ev = map_text(
+        &mut m,
+        "Event: Newexten\nUniqueid: 1795356700.5\nLinkedid: 1795356700.4\nApplication: Queue\nAppData: sales,tc,,,30\n\n\
+         Event: VarSet\nUniqueid: 1795356700.5\nLinkedid: 1795356700.4\nVariable: QUEUESTATUS\nValue: JOINEMPTY\n\n\
+         Event: Newexten\nUniqueid: 1795356701.5\nLinkedid: 1795356701.4\nApplication: Queue\nAppData: support\n\n\
+         Event: VarSet\nUniqueid: 1795356701.5\nLinkedid: 1795356701.4\nVariable: QUEUESTATUS\nValue: FULL\n",
+    );
+    assert_eq!(
+        kinds(&ev),
+        [
+            &EventKind::QueueLeave { queue: "sales".into(), reason: LeaveReason::JoinEmpty, reported_wait_ms: Some(0) },
+            &EventKind::QueueLeave { queue: "support".into(), reason: LeaveReason::Full, reported_wait_ms: Some(0) },
+        ]
+    );
+    assert_eq!(m.exit_resolution().refused, 2);
 }
 
 #[test]
@@ -502,6 +609,28 @@ fn ringing_missed_answered_completed() {
     let ev = map_text(&mut m, &format!("{complete}caller\n"));
     assert!(matches!(ev[0].kind, EventKind::Hangup { by: HangupBy::Caller, .. }));
     assert_eq!(ev[0].leg_id, "1795356686.1", "nothing remembered any more: the caller leg");
+}
+
+/// `AgentRingNoAnswer` with `RingTime: 0` is a refusal, as queue_log's
+/// `RINGNOANSWER|0` of the same ring.
+#[test]
+fn ring_no_answer_of_zero_ms_is_a_refusal() {
+    let mut m = AmiMapper::default();
+    let ev = map_text(
+        &mut m,
+        "Event: AgentRingNoAnswer\nUniqueid: 1.1\nLinkedid: 1.0\nQueue: support\nMemberName: Bob Nguyen\n\
+         Interface: Local/1002@agents/n\nDestUniqueid: 1.2\nRingTime: 0\n\n\
+         Event: AgentRingNoAnswer\nUniqueid: 1.1\nLinkedid: 1.0\nQueue: support\nMemberName: Bob Nguyen\n\
+         Interface: Local/1002@agents/n\nDestUniqueid: 1.3\nRingTime: 10000\n",
+    );
+    let reasons: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::OfferMissed { reason, reported_ring_ms, .. } => Some((*reason, *reported_ring_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, [(MissReason::Rejected, Some(0)), (MissReason::NoAnswer, Some(10_000))]);
 }
 
 #[test]
@@ -667,6 +796,52 @@ fn member_states() {
     );
     assert_eq!(ev[0].source_time, Some(1_795_356_684_784_869_000));
     assert_eq!(m.member_name("Local/1003@agents-0000002f;1"), Some("Carla Jiménez"));
+}
+
+/// Asterisk 12+ agents (app_agent_pool): `AgentLogin`/`AgentLogoff` give
+/// presence, and pauses with a reason give pause time, through the engine.
+#[test]
+fn agent_login_logoff_and_pauses_make_login_and_pause_time() {
+    let mut m = AmiMapper::default();
+    let t = |s: i64| 1_795_356_000 + s;
+    let text = format!(
+        "Event: QueueMemberAdded\nTimestamp: {}.0\nQueue: support\nInterface: Agent/1001\nMemberName: Alice Martin\nPaused: 0\n\n\
+         Event: AgentLogin\nTimestamp: {}.0\nChannel: PJSIP/1001-00000001\nUniqueid: 9.1\nLinkedid: 9.1\nAgent: 1001\n\n\
+         Event: QueueMemberPause\nTimestamp: {}.0\nQueue: support\nInterface: Agent/1001\nMemberName: Alice Martin\nPaused: 1\nPausedReason: lunch\n\n\
+         Event: QueueMemberPause\nTimestamp: {}.0\nQueue: support\nInterface: Agent/1001\nMemberName: Alice Martin\nPaused: 0\n\n\
+         Event: AgentLogoff\nTimestamp: {}.0\nChannel: PJSIP/1001-00000001\nUniqueid: 9.1\nLinkedid: 9.1\nAgent: 1001\nLogintime: 900\n\n\
+         Event: AgentLogin\nTimestamp: {}.0\nAgent: 2002\n\n\
+         Event: AgentLogoff\nTimestamp: {}.0\nLogintime: 5\n",
+        t(0),
+        t(0),
+        t(300),
+        t(600),
+        t(900),
+        t(910),
+        t(915),
+    );
+    let ev = map_text(&mut m, &text);
+    let states: Vec<(String, Option<String>, AgentState)> = ev
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::AgentState { agent, queue, state } => Some((agent.clone(), queue.clone(), state.clone())),
+            _ => None,
+        })
+        .collect();
+    let s = |a: &str, q: Option<&str>, st: AgentState| (a.to_owned(), q.map(str::to_owned), st);
+    assert_eq!(
+        states,
+        [
+            s("Alice Martin", Some("support"), AgentState::Login),
+            s("Alice Martin", None, AgentState::Login),
+            s("Alice Martin", Some("support"), AgentState::Paused { reason: "lunch".into() }),
+            s("Alice Martin", Some("support"), AgentState::Available),
+            s("Alice Martin", None, AgentState::Logout),
+            // an agent with no queue membership seen: named by its id
+            s("2002", None, AgentState::Login),
+        ]
+    );
+    assert_eq!(m.unparsed().malformed, 1, "an AgentLogoff without Agent: is malformed");
 }
 
 #[test]

@@ -30,12 +30,20 @@ pub fn at(template: &str) -> String {
 /// An engine fed `events` of site "hq" from `source`, refreshed with the
 /// input closed.
 pub fn engine(events: Vec<FeedEvent>, source: SourceKind) -> Engine {
+    engine_of_files(vec![events], source)
+}
+
+/// Like [`engine`] for several input files, each its own pseudo agent
+/// (`file:0`, `file:1`...), as `callkpi analyze` numbers its inputs.
+pub fn engine_of_files(files: Vec<Vec<FeedEvent>>, source: SourceKind) -> Engine {
     let mut e = Engine::new(EngineConfig::default());
-    for (i, fe) in events.into_iter().enumerate() {
-        let wall = fe.source_time.unwrap_or(0);
-        let id = EventId { agent_id: "file:0".into(), seq: i as u64 + 1 };
-        let time = CaptureTime { wall, monotonic: 0, clock_synced: true };
-        e.ingest(fe.into_event(id, "hq", source, time));
+    for (n, events) in files.into_iter().enumerate() {
+        for (i, fe) in events.into_iter().enumerate() {
+            let wall = fe.source_time.unwrap_or(0);
+            let id = EventId { agent_id: format!("file:{n}"), seq: i as u64 + 1 };
+            let time = CaptureTime { wall, monotonic: 0, clock_synced: true };
+            e.ingest(fe.into_event(id, "hq", source, time));
+        }
     }
     e.refresh(None, true);
     e
