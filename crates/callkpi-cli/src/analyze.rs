@@ -18,7 +18,7 @@ use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig};
 use callkpi_feeds::esl::EslMapper;
 use callkpi_feeds::hep::capture;
 use callkpi_feeds::queue_log::{AgentAliases, QueueLogConfig, QueueLogMapper};
-use callkpi_feeds::sip::{AgentEntry, QueueEntry, SipTracker, SipTrackerConfig};
+use callkpi_feeds::sip::{AgentEntry, QueueEntry, QueuePlacements, SipTracker, SipTrackerConfig};
 use callkpi_feeds::{CaptureTime, FeedEvent, Unparsed};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -110,10 +110,15 @@ pub struct HepArgs {
     /// number, To or Request-URI user) or NAME=PREFIX*.
     #[arg(long = "sip-queues", value_name = "LIST", value_delimiter = ',')]
     pub sip_queues: Vec<String>,
-    /// Queue of inbound --hep calls that no --sip-queues rule places (none:
-    /// such calls count for agents only).
+    /// Queue of inbound --hep calls that no --sip-queues rule places
+    /// (unset: see --sip-queue-by-number).
     #[arg(long = "sip-default-queue", value_name = "NAME")]
     pub sip_default_queue: Option<String>,
+    /// Inbound --hep calls that no rule and no --sip-default-queue places
+    /// join a queue named after the dialled number (To, else Request-URI
+    /// user); false: they count for agents only.
+    #[arg(long = "sip-queue-by-number", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sip_queue_by_number: bool,
 }
 
 /// Report options shared by `analyze` and `report`: the same names, values
@@ -216,6 +221,9 @@ pub struct InputSummary {
     pub bytes: u64,
     /// Events produced.
     pub events: u64,
+    /// `hep` only: how the file's inbound calls were placed in queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_queue_placements: Option<QueuePlacements>,
 }
 
 /// The usage error class: bad option values (exit 64).
@@ -280,6 +288,7 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
     let files = files.chain(a.hep.heps.iter().map(|p| (p, "hep")));
     for (n, (path, kind)) in files.enumerate() {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {kind} input {}", path.display()))?;
+        let mut placements = None;
         let (events, source, file_unparsed) = match kind {
             "queue_log" => {
                 let mut m = QueueLogMapper::new(QueueLogConfig {
@@ -306,6 +315,7 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                     }
                 }
                 t.finish(&mut ev);
+                placements = Some(t.placements().clone());
                 (ev, SourceKind::SipHep, t.unparsed().clone())
             }
             "esl" => {
@@ -326,7 +336,16 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
         let count = events.len() as u64;
         ingest_all(&mut engine, events, &agent_id, &a.site, source);
         tracing::info!(path = %path.display(), kind, events = count, bytes = bytes.len(), "Input read.");
-        inputs.push(InputSummary { path: path.display().to_string(), kind, bytes: bytes.len() as u64, events: count });
+        if let Some(p) = placements.as_ref().filter(|p| p.by_dialled_number > 0) {
+            tracing::warn!(path = %path.display(), placed = p.by_dialled_number, "No queue rule placed some inbound SIP calls: they are in queues named after the dialled number (--sip-queues, --sip-default-queue or --sip-queue-by-number=false change that).");
+        }
+        inputs.push(InputSummary {
+            path: path.display().to_string(),
+            kind,
+            bytes: bytes.len() as u64,
+            events: count,
+            sip_queue_placements: placements,
+        });
     }
     engine.refresh(None, true);
     // Offline input is complete by definition: no source can be behind.
@@ -343,7 +362,11 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
 /// # Errors
 /// [`UsageError`] on an entry that is not of a documented form.
 pub fn sip_config(a: &HepArgs) -> Result<SipTrackerConfig, UsageError> {
-    let mut cfg = SipTrackerConfig { default_queue: a.sip_default_queue.clone(), ..SipTrackerConfig::default() };
+    let mut cfg = SipTrackerConfig {
+        default_queue: a.sip_default_queue.clone(),
+        queue_by_dialled_number: a.sip_queue_by_number,
+        ..SipTrackerConfig::default()
+    };
     for item in a.sip_agents.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         let bad = |why: String| UsageError(format!("--sip-agents {item:?}: {why}"));
         if let Some((name, addr)) = item.split_once('=') {
@@ -473,5 +496,100 @@ mod tests {
         // The same pair twice is harmless; `=` after the first is in the name.
         let ok = aliases(&["--agent-alias", "A=B", "--agent-alias", "A=B", "--agent-alias", "C=D=E"]).expect("valid");
         assert_eq!((ok.len(), ok.resolve("C")), (2, "D=E"));
+    }
+}
+
+/// `--hep` with no queue option: the Kamailio recording's inbound calls
+/// land in queues named after the number dialled, checked against the
+/// harness's ground truth (`calls.csv`, computed from sipp's own logs).
+#[cfg(test)]
+mod hep_default_queues {
+    use std::collections::BTreeMap;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        analyze: AnalyzeArgs,
+    }
+
+    fn fixture(name: &str) -> String {
+        format!("{}/../../tests/fixtures/sip-hep/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// Per dialled number: (calls, answered, abandoned, no answer), from the
+    /// ground truth's first legs (a transfer's second leg is the same call).
+    fn truth() -> BTreeMap<String, (u64, u64, u64, u64)> {
+        let mut r = csv::Reader::from_path(fixture("calls.csv")).expect("calls.csv");
+        let h = r.headers().expect("header").clone();
+        let col = |name: &str| h.iter().position(|c| c == name).expect(name);
+        let (inbound, referred, dialled, outcome) =
+            (col("inbound"), col("referred_from"), col("dialled"), col("outcome"));
+        let mut out: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
+        for rec in r.records() {
+            let rec = rec.expect("record");
+            if &rec[inbound] != "True" || !rec[referred].is_empty() {
+                continue;
+            }
+            let e = out.entry(rec[dialled].to_owned()).or_default();
+            e.0 += 1;
+            match &rec[outcome] {
+                "answered" | "transferred" => e.1 += 1,
+                "abandoned" => e.2 += 1,
+                "no_answer" => e.3 += 1,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn analyze(extra: &[&str]) -> AnalyzeOutput {
+        let hep = fixture("hep.raw");
+        let args = [&["analyze", "--hep", hep.as_str(), "--by", "queue", "--interval", "all"], extra].concat();
+        run(&Cli::try_parse_from(args).expect("parses").analyze).expect("runs")
+    }
+
+    #[test]
+    fn inbound_calls_join_a_queue_named_after_the_dialled_number() {
+        let truth = truth();
+        assert_eq!(truth.values().map(|t| t.0).sum::<u64>(), 50, "the recording's 50 inbound calls");
+        let out = analyze(&[]);
+        let mut seen = BTreeMap::new();
+        for r in &out.rows {
+            let q = r.group["queue"].clone().expect("every call is in a queue");
+            let k = &r.kpis;
+            // Short abandons are not offered (docs/kpis.md), but were calls.
+            let row = (k.offered + k.short_abandoned, k.answered, k.abandoned + k.short_abandoned, k.timed_out);
+            seen.insert(q, row);
+        }
+        assert_eq!(seen, truth);
+        let p = out.inputs[0].sip_queue_placements.as_ref().expect("hep input says how calls were placed");
+        assert_eq!((p.by_dialled_number, p.total()), (50, 50), "{p}");
+        let mut table = Vec::new();
+        output::write(&out, Format::Table, &mut table).expect("table");
+        let table = String::from_utf8(table).expect("utf-8");
+        assert!(table.contains("50 in a queue named after the dialled number (the default)"), "{table}");
+    }
+
+    #[test]
+    fn rules_and_the_switch_place_the_rest_and_are_counted() {
+        let out = analyze(&["--sip-queues", "group=2100,support=200*"]);
+        let p = out.inputs[0].sip_queue_placements.clone().expect("placements");
+        let truth = truth();
+        let group = truth["2100"].0;
+        let support = truth.iter().filter(|(n, _)| n.starts_with("200")).map(|(_, t)| t.0).sum::<u64>();
+        assert_eq!(p.by_rule, BTreeMap::from([("group".to_owned(), group), ("support".to_owned(), support)]));
+        // 2999 matches no rule: the default still names a queue after it.
+        assert_eq!(p.by_dialled_number, truth["2999"].0);
+        let off = analyze(&["--sip-queue-by-number", "false"]);
+        let p = off.inputs[0].sip_queue_placements.clone().expect("placements");
+        assert_eq!((p.not_queued, p.total()), (50, 50));
+        assert!(off.rows.iter().all(|r| r.group["queue"].is_none()), "no queue rows");
+        let named = analyze(&["--sip-default-queue", "inbound"]);
+        let p = named.inputs[0].sip_queue_placements.clone().expect("placements");
+        assert_eq!(p.by_default_queue, 50);
     }
 }

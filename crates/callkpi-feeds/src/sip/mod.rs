@@ -82,7 +82,7 @@
 //! | SIP | event | notes |
 //! |---|---|---|
 //! | initial INVITE (first copy) | `CallOffered` | direction: caller an agent (extension rule, or its address) → outbound, or internal if the callee is one too; else inbound. caller = From user, called = To user (else Request-URI user) |
-//! | the same, inbound, with a queue | `QueueJoin` | queue from [`queue_header`](SipTrackerConfig::queue_header), then the dialled number's rule, then [`default_queue`](SipTrackerConfig::default_queue) |
+//! | the same, inbound, with a queue | `QueueJoin` | queue from [`queue_header`](SipTrackerConfig::queue_header), then the dialled number's rule, then [`default_queue`](SipTrackerConfig::default_queue), then a queue named after the dialled number ([`queue_by_dialled_number`](SipTrackerConfig::queue_by_dialled_number)); counted in [`SipTracker::placements`] |
 //! | first 180/183 of a branch | `Ringing { agent }` | at the 18x's time; sent once the agent is named |
 //! | first 2xx to the INVITE | `Answered { agent }` | ring time reported; later 2xx (retransmissions, a second fork answering) ignored |
 //! | branch final 486, 600, 603, 403, other 4xx/6xx | `OfferMissed { Rejected }` | ring time from its 18x, else 0 |
@@ -138,7 +138,7 @@ pub mod sdp;
 mod tests;
 mod tracker;
 
-pub use config::{AgentEntry, Network, QueueEntry, SipTrackerConfig};
+pub use config::{AgentEntry, Network, QueueEntry, QueuePlacements, SipTrackerConfig};
 pub use message::{
     CSeq, Header, Headers, MAX_HEADER_BLOCK, Method, NameAddr, Reason, SipError, SipErrorKind, SipMessage, SipUri,
     StartLine, Via,

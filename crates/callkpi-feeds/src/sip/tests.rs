@@ -276,17 +276,20 @@ fn a_direct_call_without_proxy_or_rules_names_the_agent_by_extension() {
     s.push(9003, a, c, &bye);
     s.push(9004, c, a, &msg("SIP/2.0 200 OK", "d1", &["z9hG4bKa1"], ans, CALLER, "1 BYE", "", ""));
     s.finish();
-    let k = s.kinds();
-    assert_eq!(k.len(), 4, "{k:#?}");
+    let mut k = s.kinds();
+    assert_eq!(k.len(), 5, "{k:#?}");
     assert!(
         matches!(k[0], EventKind::CallOffered { direction: Direction::Inbound, caller, called, .. } if caller == "+33612345678" && called == "2001")
     );
-    assert!(matches!(k[1], EventKind::Ringing { agent, queue: None } if agent == "2001"));
+    // No queue rule: the call joins a queue named after the number dialled.
+    assert!(matches!(k.remove(1), EventKind::QueueJoin { queue, .. } if queue == "2001"));
+    assert_eq!(s.tracker.placements().by_dialled_number, 1);
+    assert!(matches!(k[1], EventKind::Ringing { agent, .. } if agent == "2001"));
     assert!(matches!(k[2], EventKind::Answered { agent, reported_ring_ms: Some(3000), .. } if agent == "2001"));
     assert!(
         matches!(k[3], EventKind::Hangup { agent: Some(a), by: HangupBy::Agent, cause: Some(31), .. } if a == "2001")
     );
-    assert_eq!(s.out[3].source_time, Some(T0 + 9003 * MS));
+    assert_eq!(s.out[4].source_time, Some(T0 + 9003 * MS));
     assert!(s.out.iter().all(|e| e.call_id == "d1" && e.leg_id == "d1"));
 }
 
@@ -649,7 +652,17 @@ fn the_queue_comes_from_a_header_or_the_dialled_number() {
             _ => None,
         })
         .collect();
-    assert_eq!(joins, vec![("q1", "sales"), ("q2", "support"), ("q3", "support")]);
+    assert_eq!(joins, vec![("q1", "sales"), ("q2", "support"), ("q3", "support"), ("q4", "5555")]);
+    let p = s.tracker.placements();
+    assert_eq!((p.by_header, p.by_rule["support"], p.by_dialled_number, p.total()), (2, 1, 1, 4));
+}
+
+#[test]
+fn unplaced_calls_can_stay_out_of_queues() {
+    let mut s = Sim::new(SipTrackerConfig { queue_by_dialled_number: false, ..SipTrackerConfig::default() });
+    s.push(0, C, P, &msg("INVITE sip:5555@p SIP/2.0", "n1", &["n1"], CALLER, ("5555", "-"), "1 INVITE", "", ""));
+    assert!(!s.out.iter().any(|e| matches!(e.kind, EventKind::QueueJoin { .. })));
+    assert_eq!(s.tracker.placements().not_queued, 1);
 }
 
 #[test]

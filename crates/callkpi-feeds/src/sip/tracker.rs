@@ -9,7 +9,7 @@ use callkpi_core::event::{
     UnixNanos,
 };
 
-use super::config::SipTrackerConfig;
+use super::config::{QueuePlacements, SipTrackerConfig};
 use super::message::{Method, NameAddr, SipMessage, SipUri, Via};
 use crate::hep::HepPacket;
 use crate::{FeedEvent, Status, Unparsed};
@@ -72,6 +72,7 @@ pub struct SipTracker {
     early: Vec<Early>,
     unparsed: Unparsed,
     stats: SipStats,
+    placements: QueuePlacements,
     /// Latest packet time seen.
     now: UnixNanos,
     next_sweep: UnixNanos,
@@ -231,6 +232,7 @@ impl SipTracker {
             early: Vec::new(),
             unparsed: Unparsed::default(),
             stats: SipStats::default(),
+            placements: QueuePlacements::default(),
             now: i64::MIN,
             next_sweep: i64::MIN,
         }
@@ -250,6 +252,11 @@ impl SipTracker {
     /// Counters.
     pub fn stats(&self) -> &SipStats {
         &self.stats
+    }
+
+    /// How the inbound calls seen so far were placed in queues.
+    pub fn placements(&self) -> &QueuePlacements {
+        &self.placements
     }
 
     /// Calls tracked now (ended ones included while they linger).
@@ -452,7 +459,7 @@ impl SipTracker {
                     queue: old.queue.clone(),
                 })
             });
-        let explicit_queue = self.explicit_queue(msg, &called, ruri.as_ref());
+        let explicit = self.explicit_queue(msg, &called, ruri.as_ref());
         let mut d = Dialog {
             sip_call_id: sip_call_id.clone(),
             call_id: sip_call_id,
@@ -485,6 +492,7 @@ impl SipTracker {
             Some(t) => {
                 // Same call, new leg: a queue only when the target is one.
                 d.call_id = t.call_id;
+                let explicit_queue = explicit.map(|(q, _)| q);
                 d.queue = explicit_queue.clone().or(t.queue);
                 if let Some(q) = explicit_queue {
                     let kind = EventKind::QueueJoin { queue: q, caller: Some(d.caller.clone()), position: None };
@@ -499,7 +507,7 @@ impl SipTracker {
                 let kind = EventKind::CallOffered { direction: d.direction, caller, called, trunk: None };
                 out.push(d.event(meta.time, kind));
                 if d.is_inbound() {
-                    d.queue = explicit_queue.or_else(|| self.config.default_queue.clone());
+                    d.queue = self.place_inbound(explicit, &d.called);
                     if let Some(q) = d.queue.clone() {
                         let kind = EventKind::QueueJoin {
                             queue: q,
@@ -833,20 +841,48 @@ impl SipTracker {
         self.config.in_agent_network(ip).then(|| if caller.is_empty() { ip.to_string() } else { caller.to_owned() })
     }
 
-    /// The queue named by the queue header or an explicit number rule.
-    fn explicit_queue(&self, msg: &SipMessage<'_>, called: &str, ruri: Option<&SipUri<'_>>) -> Option<String> {
+    /// The queue named by the queue header or an explicit number rule, and
+    /// whether the header placed it.
+    fn explicit_queue(&self, msg: &SipMessage<'_>, called: &str, ruri: Option<&SipUri<'_>>) -> Option<(String, bool)> {
         if let Some(h) = self.config.queue_header.as_deref().and_then(|name| msg.header(name)) {
             let number = NameAddr::parse(h).and_then(|n| n.user()).map(lossy);
             match number {
-                Some(n) => return Some(self.config.queue_for_number(&n).map_or(n, str::to_owned)),
-                None if !h.is_empty() => return Some(lossy(h)),
+                Some(n) => return Some((self.config.queue_for_number(&n).map_or(n, str::to_owned), true)),
+                None if !h.is_empty() => return Some((lossy(h), true)),
                 None => {}
             }
         }
         self.config
             .queue_for_number(called)
             .or_else(|| ruri.and_then(|u| u.user).and_then(|u| self.config.queue_for_number(&lossy(u))))
-            .map(str::to_owned)
+            .map(|q| (q.to_owned(), false))
+    }
+
+    /// The queue of a new inbound call, counted by the rule that placed it.
+    fn place_inbound(&mut self, explicit: Option<(String, bool)>, called: &str) -> Option<String> {
+        let p = &mut self.placements;
+        match explicit {
+            Some((q, true)) => {
+                p.by_header += 1;
+                Some(q)
+            }
+            Some((q, false)) => {
+                *p.by_rule.entry(q.clone()).or_insert(0) += 1;
+                Some(q)
+            }
+            None => {
+                if let Some(q) = &self.config.default_queue {
+                    p.by_default_queue += 1;
+                    Some(q.clone())
+                } else if self.config.queue_by_dialled_number && !called.is_empty() {
+                    p.by_dialled_number += 1;
+                    Some(called.to_owned())
+                } else {
+                    p.not_queued += 1;
+                    None
+                }
+            }
+        }
     }
 
     fn take_transfer(
