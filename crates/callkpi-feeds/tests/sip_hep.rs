@@ -429,3 +429,34 @@ fn kamailio_hepv2_decodes_and_tracks_too() {
     let talk_ms = (time(&events[4]) - time(&events[3])) / NANOS_PER_MS;
     assert!((talk_ms - 2000).abs() <= TOLERANCE_MS, "talk {talk_ms} ms");
 }
+
+/// The first 120 datagrams of the recording with every SIP payload
+/// compressed by C zlib (gzip, zlib and raw deflate in turn; made by
+/// tests/peers/sip-hep/compress_hep.py, as OpenSIPS' `payload_compression`
+/// sends them): inflated, they give exactly the events of the plain ones.
+#[test]
+fn compressed_payloads_are_inflated_to_the_same_events() {
+    let plain = read("hep.raw");
+    let first: Vec<u8> = {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for _ in 0..120 {
+            let n = u32::from_be_bytes(plain[pos..pos + 4].try_into().unwrap()) as usize;
+            out.extend_from_slice(&plain[pos..pos + 4 + n]);
+            pos += 4 + n;
+        }
+        out
+    };
+    let compressed = read("hep-compressed-first-120.raw");
+    let kinds: BTreeSet<bool> = capture::datagrams(&compressed)
+        .map(|d| HepPacket::decode(d.expect("readable").data).expect("HEP").payload_compressed)
+        .collect();
+    assert_eq!(kinds, BTreeSet::from([true]), "every payload is in chunk 0x0010");
+    let (want, plain_tracker) = track(&first, harness_config());
+    let (got, tracker) = track(&compressed, harness_config());
+    assert!(want.len() > 20, "{} events", want.len());
+    assert_eq!(got, want);
+    assert_eq!(tracker.stats().inflated, 120);
+    assert_eq!(tracker.stats().messages, plain_tracker.stats().messages);
+    assert!(tracker.unparsed().by_name.keys().all(|k| !k.contains("compressed")), "{:?}", tracker.unparsed());
+}

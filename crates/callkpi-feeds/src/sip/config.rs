@@ -28,6 +28,8 @@
 //! # (then such calls count for agents only).
 //! default_queue = "inbound"
 //! queue_by_dialled_number = true
+//! # Headers linking the two legs of a call through a B2BUA (SBC, PBX).
+//! link_headers = ["X-CID", "Session-ID"]
 //! ```
 //!
 //! So with no queue rule at all, every inbound call is a queue call in a
@@ -90,6 +92,15 @@ pub struct SipTrackerConfig {
     pub transfer_window_s: u64,
     /// Most calls tracked at once; the oldest is dropped beyond. Default: 100 000.
     pub max_dialogs: usize,
+    /// Request headers that link the two legs of a call through a B2BUA
+    /// (an SBC, a PBX), which gives each leg its own Call-ID: a new INVITE
+    /// whose header value is a tracked leg's Call-ID (`X-CID`, as SBCs and
+    /// Kamailio's topoh add), or the value a tracked leg carried too
+    /// (`Session-ID`, RFC 7989: its local UUID), is that call's leg towards
+    /// the agents. HEP's correlation id chunk (0x0011) is checked first, the
+    /// same way. Default: `["X-CID", "Session-ID"]`; empty: no linking by
+    /// header.
+    pub link_headers: Vec<String>,
 }
 
 impl Default for SipTrackerConfig {
@@ -108,6 +119,7 @@ impl Default for SipTrackerConfig {
             linger_s: 32,
             transfer_window_s: 60,
             max_dialogs: 100_000,
+            link_headers: vec!["X-CID".to_owned(), "Session-ID".to_owned()],
         }
     }
 }

@@ -110,8 +110,26 @@
 //! direction beyond `CallOffered` (consultation calls). Calls a PBX answers
 //! itself and queues (Asterisk, FreeSWITCH behind the proxy) show the PBX as
 //! the answering party: read such a PBX's own feed (AMI, ESL) for queue
-//! KPIs. The two legs of a B2BUA (SBC, PBX) have different Call-IDs and
-//! are two calls here: capture on one side of it only.
+//! KPIs.
+//!
+//! ## B2BUA legs
+//!
+//! A B2BUA (SBC, PBX) gives each side of a call its own Call-ID. A new
+//! INVITE is the next leg of a tracked call when its HEP correlation id
+//! (chunk 0x0011), or the value of one of
+//! [`link_headers`](SipTrackerConfig::link_headers), is that call's Call-ID
+//! (`X-CID: <the caller leg's Call-ID>`, as SBCs and Kamailio's `topoh`
+//! add) or a value that call's INVITE carried too (the local UUID of
+//! `Session-ID`, RFC 7989, which a compliant B2BUA passes on). The leg seen
+//! first faces the caller; the linked one, towards the agents, takes its
+//! `call_id` and queue and emits no `CallOffered`/`QueueJoin`. From then on
+//! each leg reports its own side once: the caller leg `CallOffered`,
+//! `QueueJoin`, `QueueLeave` and a hang-up naming no agent (an abandon); the
+//! agent leg `Ringing`, `Answered`, missed offers, hold, transfer and the
+//! agent's hang-up. What the B2BUA itself answers on the caller leg is
+//! dropped. A capture that shows the agent leg before the caller leg
+//! (merged from two nodes out of order) takes the agent leg for the caller's.
+//! [`SipStats::linked_legs`] counts the links.
 //!
 //! ## Memory and time
 //!
