@@ -856,6 +856,19 @@ fn a_b2bua_s_two_legs_are_one_call_by_x_cid_session_id_or_hep_correlation() {
         );
         assert_eq!(s.tracker.stats().linked_legs, 1, "{how}");
     }
+    // With no agent rule the B2BUA, which answers the caller leg, would be
+    // an agent too: linked, only the phone behind it is.
+    let s = b2bua_call(SipTrackerConfig::default(), "", "X-CID: a-leg\n", None, false);
+    let agents: Vec<&str> = s
+        .out
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Ringing { agent, .. } | EventKind::Answered { agent, .. } => Some(agent.as_str()),
+            EventKind::Hangup { agent, .. } => agent.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(agents, ["2001", "2001", "2001"], "{:#?}", s.out);
     // Without a link the legs are two calls, the B2BUA's answer counted too.
     let none = SipTrackerConfig { link_headers: Vec::new(), ..b2bua_config() };
     let s = b2bua_call(none, "", "X-CID: a-leg\n", None, false);
