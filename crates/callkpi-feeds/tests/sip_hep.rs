@@ -460,3 +460,37 @@ fn compressed_payloads_are_inflated_to_the_same_events() {
     assert_eq!(tracker.stats().messages, plain_tracker.stats().messages);
     assert!(tracker.unparsed().by_name.keys().all(|k| !k.contains("compressed")), "{:?}", tracker.unparsed());
 }
+
+/// A real recording of calls whose two legs have different Call-IDs:
+/// Kamailio 5.6.3 with `topoh` masking the Call-ID towards the agent and
+/// adding `X-CID: <caller leg's Call-ID>` (tests/peers/sip-hep/b2bua/; 3
+/// sipp calls answered by 2001 and hung up by the caller after 2 s).
+#[test]
+fn a_recorded_b2bua_s_legs_are_linked_by_x_cid() {
+    let bytes = read("hep-b2bua-topoh.raw");
+    let (events, tracker) = track(&bytes, SipTrackerConfig::default());
+    assert_eq!(tracker.stats().linked_legs, 3);
+    let mut calls: BTreeMap<&str, Vec<(&str, &EventKind, UnixNanos)>> = BTreeMap::new();
+    for e in &events {
+        calls.entry(e.call_id.as_str()).or_default().push((e.leg_id.as_str(), &e.kind, time(e)));
+    }
+    assert_eq!(calls.len(), 3, "{events:#?}");
+    for (call, evs) in &calls {
+        assert!(call.ends_with("@127.0.0.2"), "the caller leg's Call-ID names the call: {call}");
+        let names: Vec<(bool, String)> = evs
+            .iter()
+            .map(|(leg, k, _)| (leg == call, format!("{k:?}").split([' ', '{']).next().unwrap_or_default().to_owned()))
+            .collect();
+        let want =
+            [(true, "CallOffered"), (true, "QueueJoin"), (false, "Ringing"), (false, "Answered"), (false, "Hangup")];
+        assert_eq!(names, want.map(|(c, n)| (c, n.to_owned())), "{call}: {evs:#?}");
+        assert!(evs[2..].iter().all(|(leg, _, _)| leg.starts_with("!!:")), "topoh's masked Call-ID: {evs:#?}");
+        assert!(matches!(evs[3].1, EventKind::Answered { agent, .. } if agent == "2001"));
+        assert!(matches!(evs[4].1, EventKind::Hangup { agent: Some(a), by: HangupBy::Caller, .. } if a == "2001"));
+        close("talk", call, evs[4].2 - evs[3].2, 2_000 * NANOS_PER_MS);
+    }
+    // Without the header the B2BUA's legs are six calls.
+    let (unlinked, _) = track(&bytes, SipTrackerConfig { link_headers: Vec::new(), ..SipTrackerConfig::default() });
+    let offered = unlinked.iter().filter(|e| matches!(e.kind, EventKind::CallOffered { .. })).count();
+    assert_eq!(offered, 6);
+}
