@@ -122,7 +122,7 @@ impl Default for TimeArgs {
 }
 
 /// `--hep` inputs and the site knowledge SIP does not carry.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct HepArgs {
     /// HEP capture of SIP mirrored by a proxy or SBC: pcap, pcapng, or raw
     /// datagrams each prefixed by a big-endian u32 length; repeatable.
@@ -147,6 +147,26 @@ pub struct HepArgs {
     /// user); false: they count for agents only.
     #[arg(long = "sip-queue-by-number", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub sip_queue_by_number: bool,
+    /// Request headers linking the two legs of a call through a B2BUA
+    /// (X-CID: the other leg's Call-ID; Session-ID: RFC 7989), comma
+    /// separated; an empty value links by HEP correlation id only.
+    #[arg(long = "sip-link-headers", value_name = "LIST", value_delimiter = ',', default_value = "X-CID,Session-ID")]
+    pub sip_link_headers: Vec<String>,
+}
+
+impl Default for HepArgs {
+    /// What the flags default to: the tracker's own defaults.
+    fn default() -> Self {
+        let sip = SipTrackerConfig::default();
+        Self {
+            heps: Vec::new(),
+            sip_agents: Vec::new(),
+            sip_queues: Vec::new(),
+            sip_default_queue: None,
+            sip_queue_by_number: sip.queue_by_dialled_number,
+            sip_link_headers: sip.link_headers,
+        }
+    }
 }
 
 /// Report options shared by `analyze` and `report`: the same names, values
@@ -424,6 +444,7 @@ pub fn sip_config(a: &HepArgs) -> Result<SipTrackerConfig, UsageError> {
     let mut cfg = SipTrackerConfig {
         default_queue: a.sip_default_queue.clone(),
         queue_by_dialled_number: a.sip_queue_by_number,
+        link_headers: a.sip_link_headers.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect(),
         ..SipTrackerConfig::default()
     };
     for item in a.sip_agents.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -715,6 +736,17 @@ mod hep_default_queues {
         assert!(table.contains("50 in a queue named after the dialled number (the default)"), "{table}");
     }
 
+    /// The `--hep`/`--sip-*` flags as parsed from nothing.
+    fn off_args() -> HepArgs {
+        let parsed = Cli::try_parse_from(["analyze"]).expect("parses").analyze.hep;
+        let d = HepArgs::default();
+        assert_eq!(
+            (&parsed.sip_link_headers, parsed.sip_queue_by_number),
+            (&d.sip_link_headers, d.sip_queue_by_number)
+        );
+        parsed
+    }
+
     #[test]
     fn rules_and_the_switch_place_the_rest_and_are_counted() {
         let out = analyze(&["--sip-queues", "group=2100,support=200*"]);
@@ -729,6 +761,8 @@ mod hep_default_queues {
         let p = off.inputs[0].sip_queue_placements.clone().expect("placements");
         assert_eq!((p.not_queued, p.total()), (50, 50));
         assert!(off.rows.iter().all(|r| r.group["queue"].is_none()), "no queue rows");
+        // The flag's default is the tracker's.
+        assert_eq!(sip_config(&off_args()).expect("valid").link_headers, SipTrackerConfig::default().link_headers);
         let named = analyze(&["--sip-default-queue", "inbound"]);
         let p = named.inputs[0].sip_queue_placements.clone().expect("placements");
         assert_eq!(p.by_default_queue, 50);
