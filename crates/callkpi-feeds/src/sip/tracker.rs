@@ -336,7 +336,7 @@ impl SipTracker {
 
     /// Processes the SIP message of a decoded HEP packet.
     pub fn push_hep(&mut self, p: &HepPacket<'_>, capture_time: Option<UnixNanos>, out: &mut Vec<FeedEvent>) {
-        let Some(_) = p.payload.filter(|_| p.is_sip()) else {
+        if p.payload.is_none() || !p.is_sip() {
             self.stats.not_sip += 1;
             let name = match p.proto_type {
                 Some(t) => format!("hep/proto-{t}"),
@@ -345,7 +345,7 @@ impl SipTracker {
             };
             count(&mut self.unparsed, &name);
             return;
-        };
+        }
         let payload = match p.message() {
             Ok(Some(m)) => m,
             Ok(None) => return,
