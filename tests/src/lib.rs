@@ -471,3 +471,57 @@ pub fn fixture_lines() -> Vec<Vec<u8>> {
     let bytes = std::fs::read(fixture("asterisk/run-a/queue_log")).unwrap();
     bytes.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec).collect()
 }
+
+/// Whether `tool` is an executable file on the `PATH`.
+pub fn on_path(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+/// Whether this run is CI's (`CI=true` or `CI=1`, as CI services set it):
+/// there every peer must be present and nothing may skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Tests skipped so far in this test binary.
+static SKIPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Gives up on (part of) `test` because a peer is missing or unusable.
+///
+/// In CI this panics, so the test fails: a green CI run has run every
+/// peer. Elsewhere the skip is written to the process's stderr handle
+/// itself, which the test harness does not capture (it captures only the
+/// `print!`/`eprint!` macros), so the line reaches the terminal even when
+/// the test passes; it carries how many skips this binary has had.
+/// Returns that count.
+///
+/// # Panics
+/// When [`in_ci`].
+pub fn skip(test: &str, why: &str) -> usize {
+    assert!(!in_ci(), "{test}: {why}; CI=true, so a missing peer fails the test instead of skipping it");
+    let n = SKIPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let line = format!(
+        "\n!!! SKIPPED {test} ({n} skipped in this test binary): {why}\n!!! (with CI=true this fails instead)\n\n"
+    );
+    // Straight to fd 2: a failed write to stderr has nowhere to be reported.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tools_are_found_on_the_path_only_when_executable() {
+        assert!(on_path("sh"), "every Debian system has /bin/sh");
+        assert!(!on_path("callkpi-no-such-tool"));
+        assert!(!on_path("."), "a directory is not a tool");
+    }
+}

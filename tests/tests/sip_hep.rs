@@ -10,10 +10,8 @@
 //! two tests see different mirroring of the same calls.
 //!
 //! Needs `kamailio`, `sipp` (Debian `sip-tester`) and `python3`; without
-//! them the test says so loudly and passes. It takes about 100 s.
-
-// A skipped run must say so on the terminal, not pass silently.
-#![allow(clippy::print_stderr)]
+//! them the test writes a SKIPPED line to the terminal and passes, or fails
+//! with `CI=true` ([`callkpi_tests::skip`]). It takes about 100 s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -27,7 +25,7 @@ use std::time::{Duration, Instant};
 use callkpi_core::event::{EventKind, HangupBy, LeaveReason, NANOS_PER_MS, UnixNanos};
 use callkpi_feeds::FeedEvent;
 use callkpi_feeds::sip::{AgentEntry, QueueEntry, SipStats, SipTracker, SipTrackerConfig};
-use callkpi_tests::{free_port, repo};
+use callkpi_tests::{free_port, on_path, repo, skip};
 use serde_json::Value;
 
 /// Ring, answer, talk and hold times must match sipp's within this.
@@ -35,13 +33,7 @@ const TOLERANCE_MS: i64 = 100;
 /// run.sh bounds itself (about 100 s, 180 s at most); this bounds it again.
 const HARNESS_DEADLINE: Duration = Duration::from_secs(400);
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+const TEST: &str = "live_hep_from_kamailio_tells_what_sipp_saw";
 
 /// The harness's agents (kamailio.cfg: 2001 is 127.0.0.3, ...) and its ring group.
 fn config() -> SipTrackerConfig {
@@ -109,12 +101,10 @@ fn time(e: &FeedEvent) -> UnixNanos {
 
 #[test]
 fn live_hep_from_kamailio_tells_what_sipp_saw() {
-    let missing: Vec<&str> = ["kamailio", "sipp", "python3"].into_iter().filter(|t| !have(t)).collect();
+    let missing: Vec<&str> = ["kamailio", "sipp", "python3"].into_iter().filter(|t| !on_path(t)).collect();
     if !missing.is_empty() {
-        eprintln!(
-            "\n!!! SKIPPED live SIP/HEP test: {} not installed (apt-get install -y kamailio sip-tester python3)\n",
-            missing.join(", ")
-        );
+        let why = format!("{} not installed (apt-get install -y kamailio sip-tester python3)", missing.join(", "));
+        skip(TEST, &why);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +151,7 @@ fn live_hep_from_kamailio_tells_what_sipp_saw() {
     match status {
         Some(s) if s.code() == Some(4) => {
             // Another run (or a system Kamailio) holds the harness's SIP sockets.
-            eprintln!("\n!!! SKIPPED live SIP/HEP test: the harness's UDP sockets are in use:\n{run_log}\n");
+            skip(TEST, &format!("the harness's UDP sockets are in use:\n{run_log}"));
             return;
         }
         Some(s) => assert!(s.success(), "run.sh failed ({s}); its log:\n{run_log}"),

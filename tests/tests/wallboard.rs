@@ -463,11 +463,11 @@ fn a_browser_shows_the_figures_of_the_json_endpoint_and_get_kpis() {
     assert!(!behind.iter().any(|b| b["agent_id"] == "agent-a"), "agent A delivered everything: {board}");
 
     let Some(bin) = chromium() else {
-        eprintln!(
-            "\n!!!!!!!!\n!!! SKIPPED the browser part of the wallboard test: no `chromium` on the PATH \
-             (apt-get install -y chromium, or set CALLKPI_CHROMIUM).\n!!!!!!!!\n"
-        );
         d.stop();
+        skip(
+            "the browser part of the wallboard test",
+            "no `chromium` on the PATH (apt-get install -y chromium, or set CALLKPI_CHROMIUM)",
+        );
         return;
     };
     let url = format!("http://127.0.0.1:{}/wallboard?token={TOKEN_READER}&tz={}", d.s.agg_http, d.tz);

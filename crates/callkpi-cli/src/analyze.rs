@@ -10,15 +10,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use callkpi_core::bounds::{SpanCheck, SpanError};
 use callkpi_core::event::{EventId, SourceKind};
 use callkpi_core::params::{GroupBy, KpiParams, SlFormula, parse_duration_s};
 use callkpi_core::time::Interval;
 use callkpi_core::{Engine, EngineConfig, Report};
-use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig};
+use callkpi_feeds::ami::{AmiMapper, AmiMapperConfig, RecvIndex, frames};
 use callkpi_feeds::esl::EslMapper;
 use callkpi_feeds::hep::capture;
 use callkpi_feeds::queue_log::{AgentAliases, CsvColumns, QueueLogConfig, QueueLogMapper};
-use callkpi_feeds::sip::{AgentEntry, QueueEntry, SipTracker, SipTrackerConfig};
+use callkpi_feeds::sip::{AgentEntry, QueueEntry, QueuePlacements, SipTracker, SipTrackerConfig};
 use callkpi_feeds::{CaptureTime, FeedEvent, Unparsed};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -34,6 +35,10 @@ pub struct AnalyzeArgs {
     /// Raw Asterisk Manager Interface transcript (what a TCP client received); repeatable.
     #[arg(long = "ami", value_name = "PATH")]
     pub amis: Vec<PathBuf>,
+    /// Where event times come from when a feed has none, and how far apart
+    /// they may be.
+    #[command(flatten)]
+    pub times: TimeArgs,
     /// Raw FreeSWITCH event-socket stream (what an `event plain` listener received); repeatable.
     #[arg(long = "esl", value_name = "PATH")]
     pub esls: Vec<PathBuf>,
@@ -104,8 +109,31 @@ fn parse_agent_alias(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Event times: receive-time side files, and the span limit.
+#[derive(Debug, Clone, Args)]
+pub struct TimeArgs {
+    /// Receive times of an --ami transcript recorded without `Timestamp:`
+    /// headers (manager.conf `timestampevents = no`, the default): one line
+    /// per recv(), `epoch<TAB>byte offset<TAB>length`. The first belongs to
+    /// the first --ami, and so on. Without one, a timestamp-less transcript
+    /// gives counts and the durations its events carry, not time-based KPIs.
+    #[arg(long = "ami-recv-index", value_name = "PATH")]
+    pub ami_recv_indexes: Vec<PathBuf>,
+    /// Longest time the inputs may span, earliest to latest event (e.g.
+    /// 400d); beyond it an event is refused by name instead of the analysis
+    /// taking memory in proportion (a far-off clock, a missing timestamp).
+    #[arg(long = "max-span", value_name = "DURATION", default_value = "400d", value_parser = parse_duration_s)]
+    pub max_span: u64,
+}
+
+impl Default for TimeArgs {
+    fn default() -> Self {
+        Self { ami_recv_indexes: Vec::new(), max_span: callkpi_core::bounds::DEFAULT_MAX_SPAN_S }
+    }
+}
+
 /// `--hep` inputs and the site knowledge SIP does not carry.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct HepArgs {
     /// HEP capture of SIP mirrored by a proxy or SBC: pcap, pcapng, or raw
     /// datagrams each prefixed by a big-endian u32 length; repeatable.
@@ -121,10 +149,35 @@ pub struct HepArgs {
     /// number, To or Request-URI user) or NAME=PREFIX*.
     #[arg(long = "sip-queues", value_name = "LIST", value_delimiter = ',')]
     pub sip_queues: Vec<String>,
-    /// Queue of inbound --hep calls that no --sip-queues rule places (none:
-    /// such calls count for agents only).
+    /// Queue of inbound --hep calls that no --sip-queues rule places
+    /// (unset: see --sip-queue-by-number).
     #[arg(long = "sip-default-queue", value_name = "NAME")]
     pub sip_default_queue: Option<String>,
+    /// Inbound --hep calls that no rule and no --sip-default-queue places
+    /// join a queue named after the dialled number (To, else Request-URI
+    /// user); false: they count for agents only.
+    #[arg(long = "sip-queue-by-number", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sip_queue_by_number: bool,
+    /// Request headers linking the two legs of a call through a B2BUA
+    /// (X-CID: the other leg's Call-ID; Session-ID: RFC 7989), comma
+    /// separated; an empty value links by HEP correlation id only.
+    #[arg(long = "sip-link-headers", value_name = "LIST", value_delimiter = ',', default_value = "X-CID,Session-ID")]
+    pub sip_link_headers: Vec<String>,
+}
+
+impl Default for HepArgs {
+    /// What the flags default to: the tracker's own defaults.
+    fn default() -> Self {
+        let sip = SipTrackerConfig::default();
+        Self {
+            heps: Vec::new(),
+            sip_agents: Vec::new(),
+            sip_queues: Vec::new(),
+            sip_default_queue: None,
+            sip_queue_by_number: sip.queue_by_dialled_number,
+            sip_link_headers: sip.link_headers,
+        }
+    }
 }
 
 /// Report options shared by `analyze` and `report`: the same names, values
@@ -236,6 +289,9 @@ pub struct InputSummary {
     pub bytes: u64,
     /// Events produced.
     pub events: u64,
+    /// `hep` only: how the file's inbound calls were placed in queues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sip_queue_placements: Option<QueuePlacements>,
 }
 
 /// The usage error class: bad option values (exit 64).
@@ -290,16 +346,29 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
         )
         .into());
     }
+    if a.times.ami_recv_indexes.len() > a.amis.len() {
+        return Err(UsageError(format!(
+            "{} --ami-recv-index for {} --ami: each index belongs to the --ami at the same position",
+            a.times.ami_recv_indexes.len(),
+            a.amis.len()
+        ))
+        .into());
+    }
     let sip = sip_config(&a.hep)?;
     let ql_tz = callkpi_core::time::parse_tz(&a.queue_log_tz).map_err(UsageError)?;
     let mut engine = Engine::new(EngineConfig::default());
     let mut unparsed = Unparsed::default();
     let mut inputs = Vec::new();
+    let mut span = SpanCheck::new(a.times.max_span);
+    let mut timeless = Vec::new();
+    let mut ami_n = 0;
+    let n_inputs = a.queue_logs.len() + a.amis.len() + a.esls.len() + a.hep.heps.len();
     let files = a.queue_logs.iter().map(|p| (p, "queue_log")).chain(a.amis.iter().map(|p| (p, "ami")));
     let files = files.chain(a.esls.iter().map(|p| (p, "esl")));
     let files = files.chain(a.hep.heps.iter().map(|p| (p, "hep")));
     for (n, (path, kind)) in files.enumerate() {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {kind} input {}", path.display()))?;
+        let mut placements = None;
         let (events, source, file_unparsed) = match kind {
             "queue_log" => {
                 let mut m = QueueLogMapper::new(QueueLogConfig {
@@ -330,6 +399,7 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                     }
                 }
                 t.finish(&mut ev);
+                placements = Some(t.placements().clone());
                 (ev, SourceKind::SipHep, t.unparsed().clone())
             }
             "esl" => {
@@ -339,23 +409,51 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                 (ev, SourceKind::FreeswitchEsl, m.unparsed().clone())
             }
             _ => {
-                let mut m = AmiMapper::new(AmiMapperConfig::default());
-                let mut ev = Vec::new();
-                m.map_bytes(&bytes, &mut ev);
-                log_exit_resolution(path, m.exit_resolution());
-                (ev, SourceKind::AsteriskAmi, m.unparsed().clone())
+                let index = a.times.ami_recv_indexes.get(ami_n).map(|p| read_recv_index(p)).transpose()?;
+                ami_n += 1;
+                let (mut ev, un, exits) = read_ami(&bytes, index.as_ref());
+                log_exit_resolution(path, exits);
+                if ev.iter().any(|e| e.source_time.is_none()) {
+                    // Timestamp-less and no receive times: one instant for
+                    // all, so only counts and carried durations mean anything.
+                    if n_inputs > 1 {
+                        return Err(UsageError(format!(
+                            "AMI transcript {} has no Timestamp: headers (timestampevents = no): give its \
+                             --ami-recv-index, or analyze it alone for counts only",
+                            path.display()
+                        ))
+                        .into());
+                    }
+                    timeless.push(path.display().to_string());
+                    ev.iter_mut().for_each(|e| e.source_time = None);
+                }
+                (ev, SourceKind::AsteriskAmi, un)
             }
         };
         merge_unparsed(&mut unparsed, &file_unparsed);
         let agent_id = format!("file:{n}");
         let count = events.len() as u64;
-        ingest_all(&mut engine, events, &agent_id, &a.site, source);
+        ingest_checked(&mut engine, &mut span, events, &agent_id, &a.site, source)
+            .map_err(|e| UsageError(format!("{kind} input {}: {e}", path.display())))?;
         tracing::info!(path = %path.display(), kind, events = count, bytes = bytes.len(), "Input read.");
-        inputs.push(InputSummary { path: path.display().to_string(), kind, bytes: bytes.len() as u64, events: count });
+        if let Some(p) = placements.as_ref().filter(|p| p.by_dialled_number > 0) {
+            tracing::warn!(path = %path.display(), placed = p.by_dialled_number, "No queue rule placed some inbound SIP calls: they are in queues named after the dialled number (--sip-queues, --sip-default-queue or --sip-queue-by-number=false change that).");
+        }
+        inputs.push(InputSummary {
+            path: path.display().to_string(),
+            kind,
+            bytes: bytes.len() as u64,
+            events: count,
+            sip_queue_placements: placements,
+        });
     }
     engine.refresh(None, true);
     // Offline input is complete by definition: no source can be behind.
-    let Report { params, rows } = engine.report(&params, &[]).map_err(UsageError)?;
+    let Report { params, mut rows } = engine.report(&params, &[]).map_err(UsageError)?;
+    if !timeless.is_empty() {
+        tracing::warn!(paths = ?timeless, "AMI transcript without Timestamp: headers (manager.conf timestampevents = no) and no --ami-recv-index: time-based KPIs (presence, pause, hold, wrap-up, occupancy, FCR, intervals) are not computed; counts and the durations events carry (wait, talk, ring) are.");
+        rows.iter_mut().for_each(drop_time_based);
+    }
     let mut un: BTreeMap<String, u64> = unparsed.by_name.clone();
     if unparsed.malformed > 0 {
         un.insert("malformed".into(), unparsed.malformed);
@@ -387,7 +485,12 @@ fn log_exit_resolution(path: &std::path::Path, r: callkpi_feeds::ami::ExitResolu
 /// # Errors
 /// [`UsageError`] on an entry that is not of a documented form.
 pub fn sip_config(a: &HepArgs) -> Result<SipTrackerConfig, UsageError> {
-    let mut cfg = SipTrackerConfig { default_queue: a.sip_default_queue.clone(), ..SipTrackerConfig::default() };
+    let mut cfg = SipTrackerConfig {
+        default_queue: a.sip_default_queue.clone(),
+        queue_by_dialled_number: a.sip_queue_by_number,
+        link_headers: a.sip_link_headers.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect(),
+        ..SipTrackerConfig::default()
+    };
     for item in a.sip_agents.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         let bad = |why: String| UsageError(format!("--sip-agents {item:?}: {why}"));
         if let Some((name, addr)) = item.split_once('=') {
@@ -435,15 +538,105 @@ fn merge_unparsed(into: &mut Unparsed, from: &Unparsed) {
     into.malformed += from.malformed;
 }
 
-/// Gives feed events their identity and files them in the engine.
-pub fn ingest_all(engine: &mut Engine, events: Vec<FeedEvent>, agent_id: &str, site: &str, source: SourceKind) {
+/// The flag of rows from an input without event times (see docs/kpis.md).
+pub const NO_EVENT_TIMES: &str = "no_event_times";
+
+/// Refuses what a row computes from event times when the input had none:
+/// every event then sits at one instant.
+fn drop_time_based(row: &mut callkpi_core::Row) {
+    let k = &mut row.kpis;
+    for v in [
+        &mut k.aht_s,
+        &mut k.hold_s,
+        &mut k.wrap_s,
+        &mut k.dmtt_s,
+        &mut k.case_age_s,
+        &mut k.contacts_per_case,
+        &mut k.fcr_pct,
+        &mut k.occupancy_pct,
+        &mut k.utilisation_pct,
+        &mut k.productivity_per_hour,
+    ] {
+        *v = None;
+    }
+    (k.logged_in_s, k.paused_s, k.cases, k.fcr_contacts, k.holds) = (0.0, 0.0, 0, 0, 0);
+    row.flags.push(NO_EVENT_TIMES.to_owned());
+}
+
+fn read_recv_index(path: &std::path::Path) -> anyhow::Result<RecvIndex> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    RecvIndex::parse(&text).map_err(|e| UsageError(format!("--ami-recv-index {}: {e}", path.display())).into())
+}
+
+/// Maps an AMI transcript; events without a `Timestamp:` take the receive
+/// time of the `recv()` that completed their message, when `index` is given.
+fn read_ami(bytes: &[u8], index: Option<&RecvIndex>) -> (Vec<FeedEvent>, Unparsed, callkpi_feeds::ami::ExitResolution) {
+    let mut m = AmiMapper::new(AmiMapperConfig::default());
+    let mut ev = Vec::new();
+    let mut it = frames(bytes);
+    while let Some(frame) = it.next() {
+        let from = ev.len();
+        match frame {
+            Ok(frame) => m.map_frame(&frame, &mut ev),
+            Err(_) => m.count_malformed(),
+        }
+        let received = index.and_then(|ix| ix.time_of((it.position() as u64).saturating_sub(1)));
+        for e in &mut ev[from..] {
+            e.source_time = e.source_time.or(received);
+        }
+    }
+    // Queue exits still waiting for their QUEUESTATUS at the end of the
+    // recording are resolved by the fallback rule.
+    let from = ev.len();
+    m.flush(&mut ev);
+    let end = index.and_then(|ix| ix.time_of((bytes.len() as u64).saturating_sub(1)));
+    for e in &mut ev[from..] {
+        e.source_time = e.source_time.or(end);
+    }
+    (ev, m.unparsed().clone(), m.exit_resolution())
+}
+
+/// [`ingest_all`] behind the [`SpanCheck`]: an event beyond the span limit
+/// is refused before the engine allocates for it.
+///
+/// # Errors
+/// The first event that would make the inputs span more than the limit.
+pub fn ingest_checked(
+    engine: &mut Engine,
+    span: &mut SpanCheck,
+    events: Vec<FeedEvent>,
+    agent_id: &str,
+    site: &str,
+    source: SourceKind,
+) -> Result<(), SpanError> {
+    let events = identify(events, agent_id, site, source);
+    for e in &events {
+        span.check(e)?;
+    }
+    for e in events {
+        engine.ingest(e);
+    }
+    Ok(())
+}
+
+/// Gives feed events their identity: file order numbers them.
+fn identify(events: Vec<FeedEvent>, agent_id: &str, site: &str, source: SourceKind) -> Vec<callkpi_core::event::Event> {
+    let mut out = Vec::with_capacity(events.len());
     for (i, fe) in events.into_iter().enumerate() {
         // Offline, the capture time is the source time (or the epoch when a
         // feed has none, which then sorts by file order within a call).
         let wall = fe.source_time.unwrap_or(0);
         let time = CaptureTime { wall, monotonic: 0, clock_synced: true };
         let id = EventId { agent_id: agent_id.to_owned(), seq: i as u64 + 1 };
-        engine.ingest(fe.into_event(id, site, source, time));
+        out.push(fe.into_event(id, site, source, time));
+    }
+    out
+}
+
+/// Gives feed events their identity and files them in the engine.
+pub fn ingest_all(engine: &mut Engine, events: Vec<FeedEvent>, agent_id: &str, site: &str, source: SourceKind) {
+    for e in identify(events, agent_id, site, source) {
+        engine.ingest(e);
     }
 }
 
@@ -517,5 +710,266 @@ mod tests {
         // The same pair twice is harmless; `=` after the first is in the name.
         let ok = aliases(&["--agent-alias", "A=B", "--agent-alias", "A=B", "--agent-alias", "C=D=E"]).expect("valid");
         assert_eq!((ok.len(), ok.resolve("C")), (2, "D=E"));
+    }
+}
+
+/// `--hep` with no queue option: the Kamailio recording's inbound calls
+/// land in queues named after the number dialled, checked against the
+/// harness's ground truth (`calls.csv`, computed from sipp's own logs).
+#[cfg(test)]
+mod hep_default_queues {
+    use std::collections::BTreeMap;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        analyze: AnalyzeArgs,
+    }
+
+    fn fixture(name: &str) -> String {
+        format!("{}/../../tests/fixtures/sip-hep/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// Per dialled number: (calls, answered, abandoned, no answer), from the
+    /// ground truth's first legs (a transfer's second leg is the same call).
+    fn truth() -> BTreeMap<String, (u64, u64, u64, u64)> {
+        let mut r = csv::Reader::from_path(fixture("calls.csv")).expect("calls.csv");
+        let h = r.headers().expect("header").clone();
+        let col = |name: &str| h.iter().position(|c| c == name).expect(name);
+        let (inbound, referred, dialled, outcome) =
+            (col("inbound"), col("referred_from"), col("dialled"), col("outcome"));
+        let mut out: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
+        for rec in r.records() {
+            let rec = rec.expect("record");
+            if &rec[inbound] != "True" || !rec[referred].is_empty() {
+                continue;
+            }
+            let e = out.entry(rec[dialled].to_owned()).or_default();
+            e.0 += 1;
+            match &rec[outcome] {
+                "answered" | "transferred" => e.1 += 1,
+                "abandoned" => e.2 += 1,
+                "no_answer" => e.3 += 1,
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn analyze(extra: &[&str]) -> AnalyzeOutput {
+        let hep = fixture("hep.raw");
+        let args = [&["analyze", "--hep", hep.as_str(), "--by", "queue", "--interval", "all"], extra].concat();
+        run(&Cli::try_parse_from(args).expect("parses").analyze).expect("runs")
+    }
+
+    #[test]
+    fn inbound_calls_join_a_queue_named_after_the_dialled_number() {
+        let truth = truth();
+        assert_eq!(truth.values().map(|t| t.0).sum::<u64>(), 50, "the recording's 50 inbound calls");
+        let out = analyze(&[]);
+        let mut seen = BTreeMap::new();
+        for r in &out.rows {
+            let q = r.group["queue"].clone().expect("every call is in a queue");
+            let k = &r.kpis;
+            // Short abandons are not offered (docs/kpis.md), but were calls.
+            let row = (k.offered + k.short_abandoned, k.answered, k.abandoned + k.short_abandoned, k.timed_out);
+            seen.insert(q, row);
+        }
+        assert_eq!(seen, truth);
+        let p = out.inputs[0].sip_queue_placements.as_ref().expect("hep input says how calls were placed");
+        assert_eq!((p.by_dialled_number, p.total()), (50, 50), "{p}");
+        let mut table = Vec::new();
+        output::write(&out, Format::Table, &mut table).expect("table");
+        let table = String::from_utf8(table).expect("utf-8");
+        assert!(table.contains("50 in a queue named after the dialled number (the default)"), "{table}");
+    }
+
+    /// The `--hep`/`--sip-*` flags as parsed from nothing.
+    fn off_args() -> HepArgs {
+        let parsed = Cli::try_parse_from(["analyze"]).expect("parses").analyze.hep;
+        let d = HepArgs::default();
+        assert_eq!(
+            (&parsed.sip_link_headers, parsed.sip_queue_by_number),
+            (&d.sip_link_headers, d.sip_queue_by_number)
+        );
+        parsed
+    }
+
+    #[test]
+    fn rules_and_the_switch_place_the_rest_and_are_counted() {
+        let out = analyze(&["--sip-queues", "group=2100,support=200*"]);
+        let p = out.inputs[0].sip_queue_placements.clone().expect("placements");
+        let truth = truth();
+        let group = truth["2100"].0;
+        let support = truth.iter().filter(|(n, _)| n.starts_with("200")).map(|(_, t)| t.0).sum::<u64>();
+        assert_eq!(p.by_rule, BTreeMap::from([("group".to_owned(), group), ("support".to_owned(), support)]));
+        // 2999 matches no rule: the default still names a queue after it.
+        assert_eq!(p.by_dialled_number, truth["2999"].0);
+        let off = analyze(&["--sip-queue-by-number", "false"]);
+        let p = off.inputs[0].sip_queue_placements.clone().expect("placements");
+        assert_eq!((p.not_queued, p.total()), (50, 50));
+        assert!(off.rows.iter().all(|r| r.group["queue"].is_none()), "no queue rows");
+        // The flag's default is the tracker's.
+        assert_eq!(sip_config(&off_args()).expect("valid").link_headers, SipTrackerConfig::default().link_headers);
+        let named = analyze(&["--sip-default-queue", "inbound"]);
+        let p = named.inputs[0].sip_queue_placements.clone().expect("placements");
+        assert_eq!(p.by_default_queue, 50);
+    }
+}
+
+/// AMI without `Timestamp:` headers, and the span bound: through `run`, on
+/// the bundled Asterisk recording with its Timestamp lines stripped here
+/// (the committed fixture keeps them).
+#[cfg(test)]
+mod ami_times {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        analyze: AnalyzeArgs,
+    }
+
+    fn run_a(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/asterisk/run-a").join(name)
+    }
+
+    /// The transcript without its `Timestamp:` lines, as Asterisk sends it
+    /// with `timestampevents = no`, and the recording's receive-time index
+    /// moved to the shorter file's offsets.
+    fn strip_timestamps(dir: &Path) -> (PathBuf, PathBuf) {
+        let ami = std::fs::read(run_a("ami.log")).expect("ami.log");
+        let mut out = Vec::with_capacity(ami.len());
+        // (original offset of a removed line, its length), in order.
+        let mut removed: Vec<(u64, u64)> = Vec::new();
+        let mut pos = 0u64;
+        for line in ami.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b"Timestamp:") {
+                removed.push((pos, line.len() as u64));
+            } else {
+                out.extend_from_slice(line);
+            }
+            pos += line.len() as u64;
+        }
+        assert!(removed.len() > 8000, "{} Timestamp lines", removed.len());
+        // Where original offset `o` lands: minus every removed byte before it.
+        let moved = |o: u64| {
+            let gone: u64 = removed.iter().take_while(|(at, _)| *at < o).map(|&(at, len)| len.min(o - at)).sum();
+            o - gone
+        };
+        let index = std::fs::read_to_string(run_a("ami.recv_index.tsv")).expect("index");
+        let mut new_index = String::new();
+        for line in index.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            let (off, len): (u64, u64) = (f[1].parse().expect("offset"), f[2].parse().expect("length"));
+            let (a, b) = (moved(off), moved(off + len));
+            new_index.push_str(&format!("{}\t{a}\t{}\n", f[0], b - a));
+        }
+        let (log, tsv) = (dir.join("ami.log"), dir.join("ami.recv_index.tsv"));
+        std::fs::write(&log, out).expect("write");
+        std::fs::write(&tsv, new_index).expect("write");
+        (log, tsv)
+    }
+
+    fn analyze(args: &[&str]) -> anyhow::Result<AnalyzeOutput> {
+        let base = ["analyze", "--by", "queue", "--interval", "all"];
+        run(&Cli::try_parse_from(base.iter().chain(args)).expect("parses").analyze)
+    }
+
+    type Figures = (u64, u64, u64, u64, Option<f64>);
+
+    /// Per queue: offered, answered, abandoned, handled, ASA.
+    fn counts(out: &AnalyzeOutput) -> BTreeMap<String, Figures> {
+        let rows = out.rows.iter().filter_map(|r| Some((r.group["queue"].clone()?, &r.kpis)));
+        rows.map(|(q, k)| (q, (k.offered, k.answered, k.abandoned, k.handled, k.asa_s))).collect()
+    }
+
+    /// Talk totals agree within `per_call` seconds a handled call.
+    fn same_talk(a: &AnalyzeOutput, b: &AnalyzeOutput, per_call: f64) {
+        for (r, s) in a.rows.iter().zip(&b.rows) {
+            let (x, y) = (r.kpis.talk_total_s, s.kpis.talk_total_s);
+            assert!((x - y).abs() <= per_call * s.kpis.handled as f64, "talk {x} vs {y} in {:?}", r.group);
+        }
+    }
+
+    #[test]
+    fn without_timestamps_the_recv_index_gives_the_times_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, tsv) = strip_timestamps(dir.path());
+        let (log, tsv) = (log.to_str().expect("utf-8"), tsv.to_str().expect("utf-8"));
+        let stamped = analyze(&["--ami", run_a("ami.log").to_str().expect("utf-8")]).expect("runs");
+        let received = analyze(&["--ami", log, "--ami-recv-index", tsv]).expect("runs");
+        assert_eq!(counts(&received), counts(&stamped));
+        assert!(counts(&stamped)["support"].0 > 30, "{:?}", counts(&stamped));
+        same_talk(&received, &stamped, 0.01);
+        for (r, s) in received.rows.iter().zip(&stamped.rows) {
+            assert_eq!(r.start, s.start, "rows start at the recording's time, not 1970");
+            assert!(!r.flags.iter().any(|f| f == NO_EVENT_TIMES));
+            // Receive times trail Asterisk's stamps by milliseconds.
+            let (rl, sl) = (r.kpis.logged_in_s, s.kpis.logged_in_s);
+            assert!((rl - sl).abs() <= 0.01 * sl.max(1.0), "logged in {rl} vs {sl}");
+            let occ = |k: &callkpi_core::report::Kpis| k.occupancy_pct.unwrap_or(0.0);
+            assert!((occ(&r.kpis) - occ(&s.kpis)).abs() < 1.0, "{:?} vs {:?}", r.kpis, s.kpis);
+        }
+    }
+
+    #[test]
+    fn without_timestamps_or_index_counts_are_given_and_time_kpis_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (log, _) = strip_timestamps(dir.path());
+        let log = log.to_str().expect("utf-8");
+        let stamped = analyze(&["--ami", run_a("ami.log").to_str().expect("utf-8")]).expect("runs");
+        let timeless = analyze(&["--ami", log]).expect("runs, bounded");
+        // Counts, waits (HoldTime) and talk (TalkTime) are carried by the events.
+        assert_eq!(counts(&timeless), counts(&stamped));
+        // Talk is what AgentComplete's TalkTime says, summed per queue.
+        let text = std::fs::read_to_string(run_a("ami.log")).expect("ami.log").replace("\r\n", "\n");
+        let mut talk: BTreeMap<String, f64> = BTreeMap::new();
+        for m in text.split("\n\n").filter(|m| m.starts_with("Event: AgentComplete\n")) {
+            let h = |k: &str| m.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix(": ")).expect(k);
+            *talk.entry(h("Queue").to_owned()).or_default() += h("TalkTime").parse::<f64>().expect("seconds");
+        }
+        let got = timeless.rows.iter().filter_map(|r| Some((r.group["queue"].clone()?, r.kpis.talk_total_s)));
+        assert_eq!(got.filter(|(_, t)| *t > 0.0).collect::<BTreeMap<_, _>>(), talk);
+        let support = timeless.rows.iter().find(|r| r.group["queue"].as_deref() == Some("support")).expect("row");
+        assert!(support.flags.iter().any(|f| f == NO_EVENT_TIMES), "{:?}", support.flags);
+        assert_eq!((support.kpis.logged_in_s, support.kpis.occupancy_pct, support.kpis.aht_s), (0.0, None, None));
+        // Mixed with a timed input it cannot be placed: refused by name.
+        let ql = run_a("queue_log");
+        let err = analyze(&["--queue-log", ql.to_str().expect("utf-8"), "--ami", log]).expect_err("refused");
+        assert!(err.to_string().contains("no Timestamp: headers"), "{err}");
+        let err = analyze(&["--queue-log", ql.to_str().expect("utf-8"), "--ami-recv-index", log])
+            .expect_err("index without --ami");
+        assert!(err.to_string().contains("--ami-recv-index"), "{err}");
+    }
+
+    #[test]
+    fn an_input_spanning_decades_is_refused_naming_the_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("queue_log");
+        // A record stamped 5 s after the epoch (a clock that restarted).
+        std::fs::write(
+            &path,
+            "1795356000|MANAGER|support|PJSIP/1001|ADDMEMBER|\n5|1795356060.1|support|NONE|ENTERQUEUE||0612345678|1\n",
+        )
+        .expect("write");
+        let p = path.to_str().expect("utf-8");
+        let err = analyze(&["--queue-log", p]).expect_err("56 years");
+        let msg = err.to_string();
+        assert!(err.downcast_ref::<UsageError>().is_some(), "exit 64: {msg}");
+        assert!(msg.contains("file:0#2 (QueueJoin, call \"1795356060.1\", at 1970-01-01T00:00:05Z)"), "{msg}");
+        let default = Cli::try_parse_from(["analyze", "--queue-log", p]).expect("parses").analyze.times;
+        assert_eq!(default.max_span, TimeArgs::default().max_span, "--max-span default is the documented one");
+        // The limit is the user's to raise.
+        analyze(&["--queue-log", p, "--max-span", "25000d"]).expect("within a raised limit");
     }
 }

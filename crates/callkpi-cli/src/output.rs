@@ -149,6 +149,11 @@ fn write_table(out: &AnalyzeOutput, w: &mut dyn Write) -> anyhow::Result<()> {
         out.params.short_abandon_s,
         out.params.fcr_window_s
     )?;
+    for i in &out.inputs {
+        if let Some(p) = &i.sip_queue_placements {
+            writeln!(w, "SIP queues of {}: {p}.", i.path)?;
+        }
+    }
     if !out.unparsed.is_empty() {
         let list: Vec<String> = out.unparsed.iter().map(|(k, v)| format!("{k} {v}")).collect();
         writeln!(w, "Not mapped: {}", list.join(", "))?;

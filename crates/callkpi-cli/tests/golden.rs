@@ -57,6 +57,7 @@ fn analyze(feed: Feed, by: Vec<GroupBy>, formula: SlFormulaArg) -> AnalyzeOutput
         site: "run-a".into(),
         queue_log_tz: "UTC".into(),
         queue_log: Default::default(),
+        times: Default::default(),
     };
     run(&args).unwrap()
 }

@@ -14,6 +14,7 @@
 //! - [`time`]: quarter-hour buckets and DST-correct local intervals.
 
 pub mod agent;
+pub mod bounds;
 pub mod call;
 pub mod counters;
 pub mod engine;

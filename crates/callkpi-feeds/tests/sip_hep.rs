@@ -429,3 +429,68 @@ fn kamailio_hepv2_decodes_and_tracks_too() {
     let talk_ms = (time(&events[4]) - time(&events[3])) / NANOS_PER_MS;
     assert!((talk_ms - 2000).abs() <= TOLERANCE_MS, "talk {talk_ms} ms");
 }
+
+/// The first 120 datagrams of the recording with every SIP payload
+/// compressed by C zlib (gzip, zlib and raw deflate in turn; made by
+/// tests/peers/sip-hep/compress_hep.py, as OpenSIPS' `payload_compression`
+/// sends them): inflated, they give exactly the events of the plain ones.
+#[test]
+fn compressed_payloads_are_inflated_to_the_same_events() {
+    let plain = read("hep.raw");
+    let first: Vec<u8> = {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for _ in 0..120 {
+            let n = u32::from_be_bytes(plain[pos..pos + 4].try_into().unwrap()) as usize;
+            out.extend_from_slice(&plain[pos..pos + 4 + n]);
+            pos += 4 + n;
+        }
+        out
+    };
+    let compressed = read("hep-compressed-first-120.raw");
+    let kinds: BTreeSet<bool> = capture::datagrams(&compressed)
+        .map(|d| HepPacket::decode(d.expect("readable").data).expect("HEP").payload_compressed)
+        .collect();
+    assert_eq!(kinds, BTreeSet::from([true]), "every payload is in chunk 0x0010");
+    let (want, plain_tracker) = track(&first, harness_config());
+    let (got, tracker) = track(&compressed, harness_config());
+    assert!(want.len() > 20, "{} events", want.len());
+    assert_eq!(got, want);
+    assert_eq!(tracker.stats().inflated, 120);
+    assert_eq!(tracker.stats().messages, plain_tracker.stats().messages);
+    assert!(tracker.unparsed().by_name.keys().all(|k| !k.contains("compressed")), "{:?}", tracker.unparsed());
+}
+
+/// A real recording of calls whose two legs have different Call-IDs:
+/// Kamailio 5.6.3 with `topoh` masking the Call-ID towards the agent and
+/// adding `X-CID: <caller leg's Call-ID>` (tests/peers/sip-hep/b2bua/; 3
+/// sipp calls answered by 2001 and hung up by the caller after 2 s).
+#[test]
+fn a_recorded_b2bua_s_legs_are_linked_by_x_cid() {
+    let bytes = read("hep-b2bua-topoh.raw");
+    let (events, tracker) = track(&bytes, SipTrackerConfig::default());
+    assert_eq!(tracker.stats().linked_legs, 3);
+    let mut calls: BTreeMap<&str, Vec<(&str, &EventKind, UnixNanos)>> = BTreeMap::new();
+    for e in &events {
+        calls.entry(e.call_id.as_str()).or_default().push((e.leg_id.as_str(), &e.kind, time(e)));
+    }
+    assert_eq!(calls.len(), 3, "{events:#?}");
+    for (call, evs) in &calls {
+        assert!(call.ends_with("@127.0.0.2"), "the caller leg's Call-ID names the call: {call}");
+        let names: Vec<(bool, String)> = evs
+            .iter()
+            .map(|(leg, k, _)| (leg == call, format!("{k:?}").split([' ', '{']).next().unwrap_or_default().to_owned()))
+            .collect();
+        let want =
+            [(true, "CallOffered"), (true, "QueueJoin"), (false, "Ringing"), (false, "Answered"), (false, "Hangup")];
+        assert_eq!(names, want.map(|(c, n)| (c, n.to_owned())), "{call}: {evs:#?}");
+        assert!(evs[2..].iter().all(|(leg, _, _)| leg.starts_with("!!:")), "topoh's masked Call-ID: {evs:#?}");
+        assert!(matches!(evs[3].1, EventKind::Answered { agent, .. } if agent == "2001"));
+        assert!(matches!(evs[4].1, EventKind::Hangup { agent: Some(a), by: HangupBy::Caller, .. } if a == "2001"));
+        close("talk", call, evs[4].2 - evs[3].2, 2_000 * NANOS_PER_MS);
+    }
+    // Without the header the B2BUA's legs are six calls.
+    let (unlinked, _) = track(&bytes, SipTrackerConfig { link_headers: Vec::new(), ..SipTrackerConfig::default() });
+    let offered = unlinked.iter().filter(|e| matches!(e.kind, EventKind::CallOffered { .. })).count();
+    assert_eq!(offered, 6);
+}

@@ -155,6 +155,8 @@ struct Tracking {
     latest: Option<(UnixNanos, Instant)>,
     malformed_seen: u64,
     unmapped_seen: u64,
+    /// Whether the log said once that the default placed a call in a queue.
+    told_default_queue: bool,
 }
 
 impl Tracking {
@@ -196,6 +198,13 @@ impl Tracking {
             self.metrics.unmapped.inc_by(unmapped - self.unmapped_seen);
             self.unmapped_seen = unmapped;
         }
+        let by_number = self.tracker.placements().by_dialled_number;
+        if by_number > 0 && !self.told_default_queue {
+            self.told_default_queue = true;
+            info!(
+                "An inbound call no queue rule places joined a queue named after its dialled number (sip.queue_by_dialled_number); the count per rule is logged at stop."
+            );
+        }
     }
 }
 
@@ -232,6 +241,7 @@ impl<S: EventSink> HepSource<S> {
             latest: None,
             malformed_seen: 0,
             unmapped_seen: 0,
+            told_default_queue: false,
         };
         let mut expiry = tokio::time::interval(Duration::from_millis(config.expire_interval_ms));
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,7 +325,8 @@ impl<S: EventSink> HepSource<S> {
             error!(error = %e, "HEP spooling task failed.");
         }
         metrics.connected.set(0);
-        info!(active_calls = tracking.tracker.active_calls(), "HEP source stopped.");
+        let placements = tracking.tracker.placements();
+        info!(active_calls = tracking.tracker.active_calls(), queues = %placements, "HEP source stopped.");
     }
 }
 

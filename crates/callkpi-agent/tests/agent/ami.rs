@@ -221,3 +221,45 @@ async fn reconnects_after_the_server_closes_the_socket() {
     check(&spool, &expected);
     spool.close().await;
 }
+
+/// manager.conf `timestampevents = no` (Asterisk's default): no event has a
+/// `Timestamp:`, so the source stamps each with the time it read it, and
+/// the engine uses that (`EventTime::kpi_time`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_timestamps_events_carry_the_capture_time() {
+    let _guard = trace();
+    let stamped = transcript();
+    let mut transcript = Vec::with_capacity(stamped.len());
+    for line in stamped.split_inclusive(|&b| b == b'\n').filter(|l| !l.starts_with(b"Timestamp:")) {
+        transcript.extend_from_slice(line);
+    }
+    let expected = expected(&transcript);
+    assert_eq!(expected.len(), self::expected(&stamped).len(), "the same events, timestamps aside");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let server = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.expect("accept");
+        serve(s, transcript, false, seen).await;
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = TestSpool::open(&spool_config(dir.path()));
+    let metrics = Metrics::new();
+    let before = jiff::Timestamp::now().as_nanosecond();
+    let (stop, task) = source(addr, &spool, &metrics, 5_000);
+    eventually(PATIENCE, "every mapped event", || spool.events().len() >= expected.len()).await;
+    let after = jiff::Timestamp::now().as_nanosecond();
+    stop.cancel();
+    task.await.expect("source ends");
+    server.abort();
+    check(&spool, &expected);
+    let stored = spool.events();
+    // QueueMember replies still say when members logged in (LoginTime).
+    let timeless: Vec<_> = stored.iter().filter(|e| e.time.source_time.is_none()).collect();
+    assert!(timeless.len() * 10 > stored.len() * 9, "{} of {}", timeless.len(), stored.len());
+    for e in timeless {
+        let t = i128::from(e.time.kpi_time());
+        assert!((before..=after).contains(&t), "{e:?} not stamped while the test ran");
+    }
+    spool.close().await;
+}

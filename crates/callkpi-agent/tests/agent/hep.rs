@@ -166,6 +166,33 @@ async fn the_recording_over_udp_gives_the_offline_events_and_garbage_is_counted(
     spool.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_queue_rule_inbound_calls_join_a_queue_named_after_the_dialled_number() {
+    let _guard = trace();
+    let recording = datagrams();
+    let (expected, _) = offline(&recording, SipTrackerConfig::default(), false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = TestSpool::open(&spool_config(dir.path()));
+    let metrics = Metrics::new();
+    let run = source(config(true, false, SipTrackerConfig::default()), &spool, &metrics).await;
+    send_udp(run.udp.expect("udp"), &recording).await;
+    eventually(PATIENCE, "every event of the recording", || spool.events().len() >= expected.len()).await;
+    run.stop.cancel();
+    run.task.await.expect("source ends");
+    let mut joins: BTreeMap<String, u64> = BTreeMap::new();
+    for e in spool.events() {
+        if let callkpi_core::event::EventKind::QueueJoin { queue, .. } = &e.kind {
+            *joins.entry(queue.clone()).or_insert(0) += 1;
+        }
+    }
+    // The recording's 50 inbound calls, by the number dialled (the harness's
+    // call mix, tests/fixtures/sip-hep/README.md): none is left out.
+    let numbers: Vec<&str> = joins.keys().map(String::as_str).collect();
+    assert_eq!(numbers, ["2001", "2002", "2003", "2004", "2005", "2006", "2100", "2999"]);
+    assert_eq!(joins.values().sum::<u64>(), 50, "{joins:?}");
+    spool.close().await;
+}
+
 #[tokio::test]
 async fn recv_buffer_bytes_sets_the_udp_socket_buffer_within_the_system_cap() {
     let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")

@@ -21,6 +21,8 @@ fn config(rules: bool) -> SipTrackerConfig {
         queues: vec![QueueEntry { name: "q".into(), numbers: vec!["2100".into()], prefixes: vec!["08".into()] }],
         queue_header: Some("X-Queue".into()),
         default_queue: Some("d".into()),
+        queue_by_dialled_number: true,
+        link_headers: vec!["X-CID".into(), "Session-ID".into()],
         max_dialogs: 8,
         setup_timeout_s: 30,
         call_timeout_s: 60,

@@ -8,6 +8,8 @@ use std::fmt;
 
 use memchr::{memchr, memmem};
 
+use callkpi_core::event::UnixNanos;
+
 use crate::Status;
 
 /// Default limit on the size of one message (banner included), in bytes.
@@ -477,4 +479,115 @@ fn parse_follows_body<'a>(
     }
     let body = &window[body_start..marker];
     Ok(Status::Complete { value: AmiMessage { headers, body: Some(body) }, consumed })
+}
+
+// === impl RecvIndex ===
+
+/// When each byte of a recorded transcript arrived: a side file with one
+/// line per `recv()` of the recording connection, `epoch<TAB>offset<TAB>length`
+/// (epoch seconds with a fraction; the byte offset into the transcript and
+/// how many bytes that `recv()` returned), as the bundled recording's
+/// `ami.recv_index.tsv`.
+///
+/// Asterisk stamps events only with `timestampevents = yes` in
+/// manager.conf (default no); without it, the receive time of the `recv()`
+/// that completed a message is the best time there is, within network and
+/// scheduling delay (milliseconds on the same host). Empty lines and lines
+/// starting with `#` are skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecvIndex {
+    /// (first byte after the chunk, receive time), by offset.
+    ends: Vec<(u64, UnixNanos)>,
+}
+
+/// A receive-time index line that is not `epoch<TAB>offset<TAB>length`, or
+/// chunks out of order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvIndexError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub what: &'static str,
+}
+
+impl fmt::Display for RecvIndexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.what)
+    }
+}
+
+impl std::error::Error for RecvIndexError {}
+
+impl RecvIndex {
+    /// Reads the side file.
+    ///
+    /// # Errors
+    /// [`RecvIndexError`] on a line that is not three tab-separated numbers,
+    /// or a chunk that starts before the previous one ended.
+    pub fn parse(text: &str) -> Result<Self, RecvIndexError> {
+        let mut ends: Vec<(u64, UnixNanos)> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |what| RecvIndexError { line: i + 1, what };
+            let mut f = line.split('\t');
+            let (Some(epoch), Some(offset), Some(len), None) = (f.next(), f.next(), f.next(), f.next()) else {
+                return Err(err("expected epoch, offset and length separated by tabs"));
+            };
+            let time = super::mapper::parse_timestamp(epoch.as_bytes()).ok_or(err("bad epoch"))?;
+            let offset: u64 = offset.parse().map_err(|_| err("bad offset"))?;
+            let len: u64 = len.parse().map_err(|_| err("bad length"))?;
+            if ends.last().is_some_and(|&(end, _)| offset < end) {
+                return Err(err("chunk starts before the previous one ends"));
+            }
+            ends.push((offset.checked_add(len).ok_or(err("bad length"))?, time));
+        }
+        Ok(Self { ends })
+    }
+
+    /// Receive time of the `recv()` that delivered byte `offset`; `None`
+    /// past the last chunk.
+    pub fn time_of(&self, offset: u64) -> Option<UnixNanos> {
+        let i = self.ends.partition_point(|&(end, _)| end <= offset);
+        self.ends.get(i).map(|&(_, t)| t)
+    }
+
+    /// Number of `recv()` chunks.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the index has no chunk.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod recv_index_tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_gets_the_time_of_the_recv_that_delivered_it() {
+        let ix = RecvIndex::parse("# epoch\toffset\tlen\n10.5\t0\t30\n\n11.000000001\t30\t10\n").expect("valid");
+        assert_eq!(ix.len(), 2);
+        assert_eq!(ix.time_of(0), Some(10_500_000_000));
+        assert_eq!(ix.time_of(29), Some(10_500_000_000));
+        assert_eq!(ix.time_of(30), Some(11_000_000_001));
+        assert_eq!(ix.time_of(39), Some(11_000_000_001));
+        assert_eq!(ix.time_of(40), None);
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        let bad = |s: &str| RecvIndex::parse(s).expect_err(s).line;
+        assert_eq!(bad("1\t0\t5\nx\t5\t1\n"), 2);
+        assert_eq!(bad("1\t0\n"), 1);
+        assert_eq!(bad("1\t0\t5\t9\n"), 1);
+        assert_eq!(bad("1\t0\t5\n2\t4\t1\n"), 2, "overlapping chunks");
+        assert_eq!(bad("1\t-3\t5\n"), 1);
+        assert_eq!(RecvIndex::parse("1\t0\t5\n2\t7\t1\n").expect("a gap is fine").time_of(6), Some(2_000_000_000));
+    }
 }

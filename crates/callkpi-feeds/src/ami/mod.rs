@@ -36,7 +36,9 @@
 //!
 //! Every event carries `call_id` = `Linkedid` (else `Uniqueid`), `source_time`
 //! = `Timestamp:` (epoch seconds with microseconds, to ns; `None` when
-//! `timestampevents` is off). `leg_id` is the channel's `Uniqueid`, except
+//! `timestampevents` is off, Asterisk's default: the live agent then uses
+//! the time it read the bytes, and `callkpi analyze` the receive times of a
+//! [`RecvIndex`] side file when given one). `leg_id` is the channel's `Uniqueid`, except
 //! where the member's channel is meant (`DestUniqueid`). Agents are named by
 //! `MemberName`, as queue_log names them with `log_membername_as_agent`;
 //! `Interface → MemberName` is learnt from `QueueMember`, `QueueMemberAdded`,
@@ -163,6 +165,7 @@ mod tests;
 
 pub use framing::{
     AmiMessage, Banner, DEFAULT_MAX_MESSAGE_SIZE, Frame, Frames, Header, MessageKind, ParseError, ParseErrorKind,
-    frames, parse_banner, parse_frame, parse_message, parse_message_with_limit, skip_message,
+    RecvIndex, RecvIndexError, frames, parse_banner, parse_frame, parse_message, parse_message_with_limit,
+    skip_message,
 };
 pub use mapper::{AmiMapper, AmiMapperConfig, ExitResolution, SurveyEventConfig};

@@ -49,8 +49,17 @@
 //! Integer chunks are read as big-endian of whatever width 1 to 8 bytes the
 //! sender used (some agents send a u16 capture id), and rejected when the
 //! value does not fit ([`HepErrorKind::BadChunkValue`]). Address chunks must
-//! have their exact size. The compressed payload is passed on as is: the
-//! SIP layer counts it, it does not inflate it.
+//! have their exact size.
+//!
+//! A compressed payload (chunk 0x0010) is kept as sent and inflated on
+//! demand by [`HepPacket::message`]: OpenSIPS' `proto_hep` compresses with
+//! its `compression` module, which writes zlib (RFC 1950) or gzip (RFC
+//! 1952); raw deflate (RFC 1951) is accepted too. The three are told apart
+//! by their headers (gzip's `1f 8b`; zlib's CMF/FLG pair, a multiple of
+//! 31); anything else is raw deflate. Inflating stops at
+//! [`MAX_INFLATED_PAYLOAD`] bytes, so a small packet cannot expand without
+//! bound; an undecodable or oversized one is
+//! [`HepErrorKind::BadCompressedPayload`].
 //!
 //! # HEPv1 and HEPv2
 //!
@@ -82,6 +91,7 @@ pub mod capture;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -132,6 +142,11 @@ pub mod proto {
 /// The magic that starts every HEPv3 packet.
 pub const HEP3_MAGIC: &[u8; 4] = b"HEP3";
 
+/// Most bytes a compressed payload may inflate to. A SIP message over UDP
+/// fits in 64 KiB, and a captured TCP segment is no larger; four times that
+/// leaves room for a stream reassembled by the capture agent.
+pub const MAX_INFLATED_PAYLOAD: usize = 256 * 1024;
+
 /// Length of a HEPv3 packet header (`HEP3` and the total length).
 const HEP3_HEADER: usize = 6;
 /// Length of a chunk header (vendor, type, length).
@@ -153,6 +168,9 @@ pub enum HepErrorKind {
     BadChunkLength,
     /// A fixed-size chunk has the wrong size, or an integer does not fit.
     BadChunkValue,
+    /// A compressed payload (chunk 0x0010) does not inflate, or inflates
+    /// beyond [`MAX_INFLATED_PAYLOAD`].
+    BadCompressedPayload,
 }
 
 /// A decoding error: what went wrong and where.
@@ -184,6 +202,7 @@ impl fmt::Display for HepError {
             HepErrorKind::BadLength => "HEP packet length does not match",
             HepErrorKind::BadChunkLength => "bad HEP chunk length",
             HepErrorKind::BadChunkValue => "bad HEP chunk value",
+            HepErrorKind::BadCompressedPayload => "HEP compressed payload does not inflate",
         };
         match self.chunk_type {
             Some(t) => write!(f, "{what} (chunk 0x{t:04x}) at byte {}", self.offset),
@@ -307,6 +326,25 @@ impl<'a> HepPacket<'a> {
         sec.checked_mul(NANOS_PER_SEC)?.checked_add(usec.checked_mul(1_000)?)
     }
 
+    /// The captured message, inflated when it came compressed (chunk
+    /// 0x0010; see the [module documentation](self)); `None` without a
+    /// payload chunk.
+    ///
+    /// # Errors
+    /// [`HepErrorKind::BadCompressedPayload`] when a compressed payload
+    /// does not inflate, or inflates beyond [`MAX_INFLATED_PAYLOAD`].
+    pub fn message(&self) -> Result<Option<Cow<'a, [u8]>>, HepError> {
+        match self.payload {
+            None => Ok(None),
+            Some(p) if !self.payload_compressed => Ok(Some(Cow::Borrowed(p))),
+            Some(p) => inflate(p).map(|v| Some(Cow::Owned(v))).ok_or(HepError::chunk(
+                HepErrorKind::BadCompressedPayload,
+                0,
+                0x0010,
+            )),
+        }
+    }
+
     /// Whether the payload is SIP (protocol type 1).
     pub fn is_sip(&self) -> bool {
         self.proto_type == Some(proto::SIP)
@@ -402,6 +440,29 @@ fn apply_chunk<'a>(p: &mut HepPacket<'a>, ctype: u16, v: &'a [u8]) -> Result<(),
         _ => p.skipped_chunks = p.skipped_chunks.saturating_add(1),
     }
     Ok(())
+}
+
+/// Inflates gzip, zlib or raw deflate `data`, at most
+/// [`MAX_INFLATED_PAYLOAD`] bytes; `None` when it does not decode or is
+/// larger.
+fn inflate(data: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+
+    let zlib = data.len() >= 2
+        && data[0] & 0x0f == 8
+        && data[0] >> 4 <= 7
+        && (u16::from(data[0]) << 8 | u16::from(data[1])) % 31 == 0;
+    let reader: Box<dyn std::io::Read + '_> = if data.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(data))
+    } else if zlib {
+        Box::new(flate2::read::ZlibDecoder::new(data))
+    } else {
+        Box::new(flate2::read::DeflateDecoder::new(data))
+    };
+    let mut out = Vec::new();
+    // One byte more than allowed tells an oversized payload from one that fits.
+    reader.take(MAX_INFLATED_PAYLOAD as u64 + 1).read_to_end(&mut out).ok()?;
+    (out.len() <= MAX_INFLATED_PAYLOAD && !out.is_empty()).then_some(out)
 }
 
 /// A big-endian unsigned integer of 1 to 8 bytes that fits in `T`.

@@ -349,3 +349,46 @@ fn reads_pcapng_with_interface_time_resolution() {
     let e = capture::datagrams(&f[..f.len() - 4]).last().unwrap().unwrap_err();
     assert_eq!(e.kind, CaptureErrorKind::Truncated);
 }
+
+#[test]
+fn compressed_payloads_inflate_within_a_bound() {
+    use std::io::Write as _;
+
+    let sip = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: z\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    let packet = |payload: &[u8]| hep3(&[(0, 0x000b, &[1]), (0, 0x0010, payload)]);
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(sip).unwrap();
+        e.finish().unwrap()
+    };
+    let zl = {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(sip).unwrap();
+        e.finish().unwrap()
+    };
+    let raw = {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(sip).unwrap();
+        e.finish().unwrap()
+    };
+    for c in [&gz, &zl, &raw] {
+        let bytes = packet(c);
+        let h = HepPacket::decode(&bytes).unwrap();
+        assert_eq!(h.message().unwrap().as_deref(), Some(&sip[..]));
+    }
+    // Plain payloads are borrowed, not copied.
+    let plain = kamailio_like(sip);
+    assert!(matches!(HepPacket::decode(&plain).unwrap().message(), Ok(Some(Cow::Borrowed(_)))));
+    // Garbage, a truncated stream and a bomb are errors, not panics or OOM.
+    let bomb = {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&vec![b'a'; MAX_INFLATED_PAYLOAD + 1]).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(bomb.len() < 2000, "{} bytes", bomb.len());
+    for bad in [&b"\x1f\x8bgz"[..], &gz[..gz.len() / 2], &bomb, b""] {
+        let bytes = packet(bad);
+        let err = HepPacket::decode(&bytes).unwrap().message().unwrap_err();
+        assert_eq!((err.kind, err.chunk_type), (HepErrorKind::BadCompressedPayload, Some(0x0010)));
+    }
+}

@@ -23,9 +23,20 @@
 //! prefixes = ["0800"]
 //! # A header naming the queue or carrying its number, when the PBX adds one.
 //! queue_header = "X-Queue"
-//! # Inbound calls that match no queue rule join this queue (unset: none).
+//! # Inbound calls that match no queue rule join this queue. Unset: a queue
+//! # named after the dialled number, unless queue_by_dialled_number = false
+//! # (then such calls count for agents only).
 //! default_queue = "inbound"
+//! queue_by_dialled_number = true
+//! # Headers linking the two legs of a call through a B2BUA (SBC, PBX).
+//! link_headers = ["X-CID", "Session-ID"]
 //! ```
+//!
+//! So with no queue rule at all, every inbound call is a queue call in a
+//! queue named after the number dialled (a DID or hunt-group number): a
+//! capture read with no configuration already gives offered, answered and
+//! abandoned per number. [`QueuePlacements`] counts which rule placed each
+//! call, so the output can say how much of it the default decided.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -58,9 +69,15 @@ pub struct SipTrackerConfig {
     /// looked up in [`queues`](Self::queues) (else used as the name), plain
     /// text is the queue name. Checked before the dialled number.
     pub queue_header: Option<String>,
-    /// Queue of inbound calls no rule places. Default: none (such calls are
-    /// not queue calls: no offered/abandoned counts, agent KPIs only).
+    /// Queue of inbound calls no rule places. Default: unset, see
+    /// [`queue_by_dialled_number`](Self::queue_by_dialled_number).
     pub default_queue: Option<String>,
+    /// Inbound calls that neither a rule nor
+    /// [`default_queue`](Self::default_queue) places join a queue named
+    /// after the dialled number (To user, else Request-URI user). `false`:
+    /// such calls are not queue calls (no offered/abandoned counts, agent
+    /// KPIs only). Default: true.
+    pub queue_by_dialled_number: bool,
     /// An unanswered call with no message for this long is dropped, s.
     /// Default: 600.
     pub setup_timeout_s: u64,
@@ -75,6 +92,15 @@ pub struct SipTrackerConfig {
     pub transfer_window_s: u64,
     /// Most calls tracked at once; the oldest is dropped beyond. Default: 100 000.
     pub max_dialogs: usize,
+    /// Request headers that link the two legs of a call through a B2BUA
+    /// (an SBC, a PBX), which gives each leg its own Call-ID: a new INVITE
+    /// whose header value is a tracked leg's Call-ID (`X-CID`, as SBCs and
+    /// Kamailio's topoh add), or the value a tracked leg carried too
+    /// (`Session-ID`, RFC 7989: its local UUID), is that call's leg towards
+    /// the agents. HEP's correlation id chunk (0x0011) is checked first, the
+    /// same way. Default: `["X-CID", "Session-ID"]`; empty: no linking by
+    /// header.
+    pub link_headers: Vec<String>,
 }
 
 impl Default for SipTrackerConfig {
@@ -87,11 +113,13 @@ impl Default for SipTrackerConfig {
             queues: Vec::new(),
             queue_header: None,
             default_queue: None,
+            queue_by_dialled_number: true,
             setup_timeout_s: 600,
             call_timeout_s: 14_400,
             linger_s: 32,
             transfer_window_s: 60,
             max_dialogs: 100_000,
+            link_headers: vec!["X-CID".to_owned(), "Session-ID".to_owned()],
         }
     }
 }
@@ -122,6 +150,55 @@ pub struct QueueEntry {
     /// Dialled-number prefixes.
     #[serde(default)]
     pub prefixes: Vec<String>,
+}
+
+/// How the inbound calls of a capture were placed in queues, by rule:
+/// what `callkpi analyze` prints so a reader sees how much of its queue
+/// figures the default decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueuePlacements {
+    /// Calls placed by [`queue_header`](SipTrackerConfig::queue_header).
+    pub by_header: u64,
+    /// Calls placed by a [`queues`](SipTrackerConfig::queues) rule, by
+    /// queue name.
+    pub by_rule: std::collections::BTreeMap<String, u64>,
+    /// Calls placed in [`default_queue`](SipTrackerConfig::default_queue).
+    pub by_default_queue: u64,
+    /// Calls placed in a queue named after their dialled number
+    /// ([`queue_by_dialled_number`](SipTrackerConfig::queue_by_dialled_number)).
+    pub by_dialled_number: u64,
+    /// Inbound calls in no queue (agent KPIs only).
+    pub not_queued: u64,
+}
+
+impl QueuePlacements {
+    /// Inbound calls counted.
+    pub fn total(&self) -> u64 {
+        self.by_header
+            + self.by_rule.values().sum::<u64>()
+            + self.by_default_queue
+            + self.by_dialled_number
+            + self.not_queued
+    }
+}
+
+impl fmt::Display for QueuePlacements {
+    /// One line: `12 inbound calls: 3 by queue_header, 5 by rule (support 5), ...`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} inbound calls:", self.total())?;
+        let rules: Vec<String> = self.by_rule.iter().map(|(q, n)| format!("{q} {n}")).collect();
+        let rules_n: u64 = self.by_rule.values().sum();
+        let mut parts = vec![format!("{} by queue_header", self.by_header)];
+        parts.push(if rules.is_empty() {
+            "0 by a queue rule".to_owned()
+        } else {
+            format!("{rules_n} by a queue rule ({})", rules.join(", "))
+        });
+        parts.push(format!("{} by default_queue", self.by_default_queue));
+        parts.push(format!("{} in a queue named after the dialled number (the default)", self.by_dialled_number));
+        parts.push(format!("{} in no queue", self.not_queued));
+        write!(f, " {}", parts.join(", "))
+    }
 }
 
 /// An IP network, written `10.0.0.0/8`, or a single address.

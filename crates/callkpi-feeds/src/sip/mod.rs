@@ -82,7 +82,7 @@
 //! | SIP | event | notes |
 //! |---|---|---|
 //! | initial INVITE (first copy) | `CallOffered` | direction: caller an agent (extension rule, or its address) → outbound, or internal if the callee is one too; else inbound. caller = From user, called = To user (else Request-URI user) |
-//! | the same, inbound, with a queue | `QueueJoin` | queue from [`queue_header`](SipTrackerConfig::queue_header), then the dialled number's rule, then [`default_queue`](SipTrackerConfig::default_queue) |
+//! | the same, inbound, with a queue | `QueueJoin` | queue from [`queue_header`](SipTrackerConfig::queue_header), then the dialled number's rule, then [`default_queue`](SipTrackerConfig::default_queue), then a queue named after the dialled number ([`queue_by_dialled_number`](SipTrackerConfig::queue_by_dialled_number)); counted in [`SipTracker::placements`] |
 //! | first 180/183 of a branch | `Ringing { agent }` | at the 18x's time; sent once the agent is named |
 //! | first 2xx to the INVITE | `Answered { agent }` | ring time reported; later 2xx (retransmissions, a second fork answering) ignored |
 //! | branch final 486, 600, 603, 403, other 4xx/6xx | `OfferMissed { Rejected }` | ring time from its 18x, else 0 |
@@ -110,8 +110,26 @@
 //! direction beyond `CallOffered` (consultation calls). Calls a PBX answers
 //! itself and queues (Asterisk, FreeSWITCH behind the proxy) show the PBX as
 //! the answering party: read such a PBX's own feed (AMI, ESL) for queue
-//! KPIs. The two legs of a B2BUA (SBC, PBX) have different Call-IDs and
-//! are two calls here: capture on one side of it only.
+//! KPIs.
+//!
+//! ## B2BUA legs
+//!
+//! A B2BUA (SBC, PBX) gives each side of a call its own Call-ID. A new
+//! INVITE is the next leg of a tracked call when its HEP correlation id
+//! (chunk 0x0011), or the value of one of
+//! [`link_headers`](SipTrackerConfig::link_headers), is that call's Call-ID
+//! (`X-CID: <the caller leg's Call-ID>`, as SBCs and Kamailio's `topoh`
+//! add) or a value that call's INVITE carried too (the local UUID of
+//! `Session-ID`, RFC 7989, which a compliant B2BUA passes on). The leg seen
+//! first faces the caller; the linked one, towards the agents, takes its
+//! `call_id` and queue and emits no `CallOffered`/`QueueJoin`. From then on
+//! each leg reports its own side once: the caller leg `CallOffered`,
+//! `QueueJoin`, `QueueLeave` and a hang-up naming no agent (an abandon); the
+//! agent leg `Ringing`, `Answered`, missed offers, hold, transfer and the
+//! agent's hang-up. What the B2BUA itself answers on the caller leg is
+//! dropped. A capture that shows the agent leg before the caller leg
+//! (merged from two nodes out of order) takes the agent leg for the caller's.
+//! [`SipStats::linked_legs`] counts the links.
 //!
 //! ## Memory and time
 //!
@@ -138,7 +156,7 @@ pub mod sdp;
 mod tests;
 mod tracker;
 
-pub use config::{AgentEntry, Network, QueueEntry, SipTrackerConfig};
+pub use config::{AgentEntry, Network, QueueEntry, QueuePlacements, SipTrackerConfig};
 pub use message::{
     CSeq, Header, Headers, MAX_HEADER_BLOCK, Method, NameAddr, Reason, SipError, SipErrorKind, SipMessage, SipUri,
     StartLine, Via,

@@ -276,17 +276,20 @@ fn a_direct_call_without_proxy_or_rules_names_the_agent_by_extension() {
     s.push(9003, a, c, &bye);
     s.push(9004, c, a, &msg("SIP/2.0 200 OK", "d1", &["z9hG4bKa1"], ans, CALLER, "1 BYE", "", ""));
     s.finish();
-    let k = s.kinds();
-    assert_eq!(k.len(), 4, "{k:#?}");
+    let mut k = s.kinds();
+    assert_eq!(k.len(), 5, "{k:#?}");
     assert!(
         matches!(k[0], EventKind::CallOffered { direction: Direction::Inbound, caller, called, .. } if caller == "+33612345678" && called == "2001")
     );
-    assert!(matches!(k[1], EventKind::Ringing { agent, queue: None } if agent == "2001"));
+    // No queue rule: the call joins a queue named after the number dialled.
+    assert!(matches!(k.remove(1), EventKind::QueueJoin { queue, .. } if queue == "2001"));
+    assert_eq!(s.tracker.placements().by_dialled_number, 1);
+    assert!(matches!(k[1], EventKind::Ringing { agent, .. } if agent == "2001"));
     assert!(matches!(k[2], EventKind::Answered { agent, reported_ring_ms: Some(3000), .. } if agent == "2001"));
     assert!(
         matches!(k[3], EventKind::Hangup { agent: Some(a), by: HangupBy::Agent, cause: Some(31), .. } if a == "2001")
     );
-    assert_eq!(s.out[3].source_time, Some(T0 + 9003 * MS));
+    assert_eq!(s.out[4].source_time, Some(T0 + 9003 * MS));
     assert!(s.out.iter().all(|e| e.call_id == "d1" && e.leg_id == "d1"));
 }
 
@@ -649,7 +652,17 @@ fn the_queue_comes_from_a_header_or_the_dialled_number() {
             _ => None,
         })
         .collect();
-    assert_eq!(joins, vec![("q1", "sales"), ("q2", "support"), ("q3", "support")]);
+    assert_eq!(joins, vec![("q1", "sales"), ("q2", "support"), ("q3", "support"), ("q4", "5555")]);
+    let p = s.tracker.placements();
+    assert_eq!((p.by_header, p.by_rule["support"], p.by_dialled_number, p.total()), (2, 1, 1, 4));
+}
+
+#[test]
+fn unplaced_calls_can_stay_out_of_queues() {
+    let mut s = Sim::new(SipTrackerConfig { queue_by_dialled_number: false, ..SipTrackerConfig::default() });
+    s.push(0, C, P, &msg("INVITE sip:5555@p SIP/2.0", "n1", &["n1"], CALLER, ("5555", "-"), "1 INVITE", "", ""));
+    assert!(!s.out.iter().any(|e| matches!(e.kind, EventKind::QueueJoin { .. })));
+    assert_eq!(s.tracker.placements().not_queued, 1);
 }
 
 #[test]
@@ -706,4 +719,176 @@ fn config_round_trips_through_toml_like_serde() {
         ..Default::default()
     };
     assert!(bad.validate().is_err());
+}
+
+// === B2BUA legs ===
+
+const B2BUA: &str = "10.0.0.5";
+
+/// A call through a B2BUA at 10.0.0.5: leg "a-leg" from the caller, leg
+/// "b-leg" (its own Call-ID, `b_extra` headers, HEP `b_correlation`) to
+/// alice at 10.0.0.21, who answers and hangs up; or, with `cancel`, the
+/// caller gives up while alice rings.
+fn b2bua_call(cfg: SipTrackerConfig, a_extra: &str, b_extra: &str, b_correlation: Option<&str>, cancel: bool) -> Sim {
+    let mut s = Sim::new(cfg);
+    let a_to = ("2100", "-");
+    let b_from = ("+33612345678", "bt");
+    let push_b = |s: &mut Sim, at: i64, src: &str, dst: &str, text: &str| match b_correlation {
+        None => s.push(at, src, dst, text),
+        Some(c) => {
+            let raw = text.replace('\n', "\r\n");
+            let ip = |v: &str| -> Vec<u8> { v.parse::<std::net::Ipv4Addr>().unwrap().octets().to_vec() };
+            let (src_ip, dst_ip) = (ip(src), ip(dst));
+            let secs = u32::try_from((T0 + at * MS) / 1_000_000_000).unwrap();
+            let usec = u32::try_from((T0 + at * MS) % 1_000_000_000 / 1_000).unwrap();
+            let chunks: [(u16, &[u8]); 7] = [
+                (0x0003, &src_ip),
+                (0x0004, &dst_ip),
+                (0x0009, &secs.to_be_bytes()),
+                (0x000a, &usec.to_be_bytes()),
+                (0x000b, &[1]),
+                (0x0011, c.as_bytes()),
+                (0x000f, raw.as_bytes()),
+            ];
+            let mut body = Vec::new();
+            for (t, v) in chunks {
+                body.extend_from_slice(&[0, 0]);
+                body.extend_from_slice(&t.to_be_bytes());
+                body.extend_from_slice(&u16::try_from(v.len() + 6).unwrap().to_be_bytes());
+                body.extend_from_slice(v);
+            }
+            let mut p = b"HEP3".to_vec();
+            p.extend_from_slice(&u16::try_from(body.len() + 6).unwrap().to_be_bytes());
+            p.extend_from_slice(&body);
+            s.tracker.push_datagram(&p, None, &mut s.out);
+        }
+    };
+    let inv_a = msg("INVITE sip:2100@pbx SIP/2.0", "a-leg", &["z9hG4bKa"], CALLER, a_to, "1 INVITE", a_extra, SDP_ON);
+    s.push(0, C, B2BUA, &inv_a);
+    s.push(1, B2BUA, C, &msg("SIP/2.0 100 Trying", "a-leg", &["z9hG4bKa"], CALLER, a_to, "1 INVITE", "", ""));
+    let b_to = ("2001", "-");
+    let inv_b =
+        msg("INVITE sip:2001@10.0.0.21 SIP/2.0", "b-leg", &["z9hG4bKb"], b_from, b_to, "1 INVITE", b_extra, SDP_ON);
+    push_b(&mut s, 10, B2BUA, "10.0.0.21", &inv_b);
+    let ring_b = msg("SIP/2.0 180 Ringing", "b-leg", &["z9hG4bKb"], b_from, ("2001", "al"), "1 INVITE", "", "");
+    push_b(&mut s, 20, "10.0.0.21", B2BUA, &ring_b);
+    let a_tagged = ("2100", "pbx");
+    s.push(21, B2BUA, C, &msg("SIP/2.0 180 Ringing", "a-leg", &["z9hG4bKa"], CALLER, a_tagged, "1 INVITE", "", ""));
+    if cancel {
+        s.push(
+            4000,
+            C,
+            B2BUA,
+            &msg("CANCEL sip:2100@pbx SIP/2.0", "a-leg", &["z9hG4bKa"], CALLER, a_to, "1 CANCEL", "", ""),
+        );
+        let t = "1 INVITE";
+        s.push(
+            4001,
+            B2BUA,
+            C,
+            &msg("SIP/2.0 487 Request Terminated", "a-leg", &["z9hG4bKa"], CALLER, a_tagged, t, "", ""),
+        );
+        let cancel_b =
+            msg("CANCEL sip:2001@10.0.0.21 SIP/2.0", "b-leg", &["z9hG4bKb"], b_from, b_to, "1 CANCEL", "", "");
+        push_b(&mut s, 4002, B2BUA, "10.0.0.21", &cancel_b);
+        let term = msg("SIP/2.0 487 Request Terminated", "b-leg", &["z9hG4bKb"], b_from, ("2001", "al"), t, "", "");
+        push_b(&mut s, 4003, "10.0.0.21", B2BUA, &term);
+    } else {
+        let ok_b = msg("SIP/2.0 200 OK", "b-leg", &["z9hG4bKb"], b_from, ("2001", "al"), "1 INVITE", "", SDP_ON);
+        push_b(&mut s, 3000, "10.0.0.21", B2BUA, &ok_b);
+        s.push(
+            3001,
+            B2BUA,
+            C,
+            &msg("SIP/2.0 200 OK", "a-leg", &["z9hG4bKa"], CALLER, a_tagged, "1 INVITE", "", SDP_ON),
+        );
+        let bye_b = msg("BYE sip:b2bua SIP/2.0", "b-leg", &["z9hG4bKx"], ("2001", "al"), b_from, "2 BYE", "", "");
+        push_b(&mut s, 9000, "10.0.0.21", B2BUA, &bye_b);
+        s.push(9001, B2BUA, C, &msg("BYE sip:c SIP/2.0", "a-leg", &["z9hG4bKy"], a_tagged, CALLER, "2 BYE", "", ""));
+    }
+    s.finish();
+    s
+}
+
+/// Names of the event kinds with their leg, in order.
+fn kinds_by_leg(s: &Sim) -> Vec<(String, String)> {
+    s.out
+        .iter()
+        .map(|e| {
+            let kind = format!("{:?}", e.kind);
+            (e.leg_id.clone(), kind.split([' ', '{']).next().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+fn b2bua_config() -> SipTrackerConfig {
+    SipTrackerConfig {
+        agents: vec![AgentEntry { name: "alice".into(), address: Some("10.0.0.21".parse().unwrap()), extension: None }],
+        ..SipTrackerConfig::default()
+    }
+}
+
+#[test]
+fn a_b2bua_s_two_legs_are_one_call_by_x_cid_session_id_or_hep_correlation() {
+    // RFC 7989 section 10 style values: the caller's UUID, passed on by the B2BUA.
+    let sid = "Session-ID: ab30317f1a784dc48ff824d0d3715d86;remote=00000000000000000000000000000000\n";
+    let sid_b = "Session-ID: AB30317F1A784DC48FF824D0D3715D86;remote=47755a9de7794ba387653f2099600ef2\n";
+    let runs = [
+        ("X-CID", b2bua_call(b2bua_config(), "", "X-CID: a-leg\n", None, false)),
+        ("Session-ID", b2bua_call(b2bua_config(), sid, sid_b, None, false)),
+        ("correlation", b2bua_call(b2bua_config(), "", "", Some("a-leg"), false)),
+    ];
+    let a = |k: &str| ("a-leg".to_owned(), k.to_owned());
+    let b = |k: &str| ("b-leg".to_owned(), k.to_owned());
+    for (how, s) in runs {
+        assert!(s.out.iter().all(|e| e.call_id == "a-leg"), "{how}: {:#?}", s.out);
+        assert_eq!(
+            kinds_by_leg(&s),
+            [a("CallOffered"), a("QueueJoin"), b("Ringing"), b("Answered"), b("Hangup")],
+            "{how}: {:#?}",
+            s.out
+        );
+        assert!(
+            matches!(&s.out[3].kind, EventKind::Answered { agent, queue: Some(q), .. } if agent == "alice" && q == "2100")
+        );
+        assert!(
+            matches!(&s.out[4].kind, EventKind::Hangup { agent: Some(a), by: HangupBy::Agent, .. } if a == "alice")
+        );
+        assert_eq!(s.tracker.stats().linked_legs, 1, "{how}");
+    }
+    // With no agent rule the B2BUA, which answers the caller leg, would be
+    // an agent too: linked, only the phone behind it is.
+    let s = b2bua_call(SipTrackerConfig::default(), "", "X-CID: a-leg\n", None, false);
+    let agents: Vec<&str> = s
+        .out
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Ringing { agent, .. } | EventKind::Answered { agent, .. } => Some(agent.as_str()),
+            EventKind::Hangup { agent, .. } => agent.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(agents, ["2001", "2001", "2001"], "{:#?}", s.out);
+    // Without a link the legs are two calls, the B2BUA's answer counted too.
+    let none = SipTrackerConfig { link_headers: Vec::new(), ..b2bua_config() };
+    let s = b2bua_call(none, "", "X-CID: a-leg\n", None, false);
+    let offered = s.out.iter().filter(|e| matches!(e.kind, EventKind::CallOffered { .. })).count();
+    assert_eq!((offered, s.tracker.stats().linked_legs), (2, 0));
+}
+
+#[test]
+fn an_abandon_through_a_b2bua_counts_once_and_the_agent_s_ring_is_a_canceled_offer() {
+    let s = b2bua_call(b2bua_config(), "", "X-CID: a-leg\n", None, true);
+    let a = |k: &str| ("a-leg".to_owned(), k.to_owned());
+    let b = |k: &str| ("b-leg".to_owned(), k.to_owned());
+    assert_eq!(
+        kinds_by_leg(&s),
+        [a("CallOffered"), a("QueueJoin"), b("Ringing"), a("QueueLeave"), a("Hangup"), b("OfferMissed")],
+        "{:#?}",
+        s.out
+    );
+    assert!(matches!(s.out[3].kind, EventKind::QueueLeave { reason: LeaveReason::Abandon, .. }));
+    assert!(
+        matches!(&s.out[5].kind, EventKind::OfferMissed { agent, reason: MissReason::Canceled, .. } if agent == "alice")
+    );
 }

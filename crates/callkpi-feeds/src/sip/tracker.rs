@@ -9,7 +9,7 @@ use callkpi_core::event::{
     UnixNanos,
 };
 
-use super::config::SipTrackerConfig;
+use super::config::{QueuePlacements, SipTrackerConfig};
 use super::message::{Method, NameAddr, SipMessage, SipUri, Via};
 use crate::hep::HepPacket;
 use crate::{FeedEvent, Status, Unparsed};
@@ -59,6 +59,10 @@ pub struct SipStats {
     pub expired: u64,
     /// Calls dropped because [`SipTrackerConfig::max_dialogs`] was reached.
     pub evicted: u64,
+    /// Compressed payloads inflated (HEP chunk 0x0010).
+    pub inflated: u64,
+    /// Calls linked to another leg of a B2BUA as the same call.
+    pub linked_legs: u64,
 }
 
 /// Turns SIP messages (from HEP) into [`FeedEvent`]s; see the [module
@@ -72,6 +76,13 @@ pub struct SipTracker {
     early: Vec<Early>,
     unparsed: Unparsed,
     stats: SipStats,
+    placements: QueuePlacements,
+    /// HEP correlation id of the packet being processed.
+    correlation: Option<Box<[u8]>>,
+    /// Link values (correlation ids, link header values) → the SIP Call-ID
+    /// of the first leg that carried them; stale entries (their leg gone)
+    /// are pruned when the map outgrows the dialogs.
+    links: HashMap<Box<[u8]>, Box<[u8]>>,
     /// Latest packet time seen.
     now: UnixNanos,
     next_sweep: UnixNanos,
@@ -193,6 +204,49 @@ struct Dialog {
     held: bool,
     pending_hold: Option<PendingHold>,
     refer: Option<Refer>,
+    /// Its part in a call that crosses a B2BUA, once another leg linked.
+    role: Option<LegRole>,
+}
+
+/// A leg's part in a call whose legs a B2BUA (an SBC, a PBX) links: the
+/// leg seen first faces the caller, the one linked to it the agents. Each
+/// keeps only the events of its side, so the call is counted once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegRole {
+    /// The caller's leg: offered, queue join and exit, the caller's hang-up
+    /// before an answer. What the B2BUA answers on it is the agent leg's.
+    Caller,
+    /// The leg towards the agents: ringing, answer, missed offers, hold,
+    /// transfer, the agent's hang-up.
+    Agent,
+}
+
+impl LegRole {
+    /// Whether a leg in this role reports `kind`.
+    fn keeps(role: Option<Self>, kind: &EventKind) -> bool {
+        let caller_side = matches!(
+            kind,
+            EventKind::CallOffered { .. }
+                | EventKind::QueueJoin { .. }
+                | EventKind::QueueLeave { .. }
+                | EventKind::Hangup { agent: None, .. }
+        );
+        match role {
+            None => true,
+            Some(Self::Caller) => caller_side,
+            Some(Self::Agent) => !caller_side,
+        }
+    }
+}
+
+/// Drops from `out[from..]` what legs of a linked call do not report; a
+/// leg's role is `role_of(leg_id)`.
+fn keep_roles(out: &mut Vec<FeedEvent>, from: usize, role_of: impl Fn(&str) -> Option<LegRole>) {
+    if from >= out.len() {
+        return;
+    }
+    let tail = out.split_off(from);
+    out.extend(tail.into_iter().filter(|e| LegRole::keeps(role_of(&e.leg_id), &e.kind)));
 }
 
 impl Dialog {
@@ -231,6 +285,9 @@ impl SipTracker {
             early: Vec::new(),
             unparsed: Unparsed::default(),
             stats: SipStats::default(),
+            placements: QueuePlacements::default(),
+            correlation: None,
+            links: HashMap::new(),
             now: i64::MIN,
             next_sweep: i64::MIN,
         }
@@ -250,6 +307,11 @@ impl SipTracker {
     /// Counters.
     pub fn stats(&self) -> &SipStats {
         &self.stats
+    }
+
+    /// How the inbound calls seen so far were placed in queues.
+    pub fn placements(&self) -> &QueuePlacements {
+        &self.placements
     }
 
     /// Calls tracked now (ended ones included while they linger).
@@ -274,7 +336,7 @@ impl SipTracker {
 
     /// Processes the SIP message of a decoded HEP packet.
     pub fn push_hep(&mut self, p: &HepPacket<'_>, capture_time: Option<UnixNanos>, out: &mut Vec<FeedEvent>) {
-        let Some(payload) = p.payload.filter(|_| p.is_sip()) else {
+        if p.payload.is_none() || !p.is_sip() {
             self.stats.not_sip += 1;
             let name = match p.proto_type {
                 Some(t) => format!("hep/proto-{t}"),
@@ -283,14 +345,31 @@ impl SipTracker {
             };
             count(&mut self.unparsed, &name);
             return;
+        }
+        let payload = match p.message() {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(_) => {
+                self.stats.hep_errors += 1;
+                self.unparsed.malformed += 1;
+                count(&mut self.unparsed, "hep/bad-compressed-payload");
+                return;
+            }
         };
         if p.payload_compressed {
-            self.stats.not_sip += 1;
-            count(&mut self.unparsed, "hep/compressed-payload");
-            return;
+            self.stats.inflated += 1;
         }
         let time = p.timestamp().or(capture_time).unwrap_or(self.now.max(0));
         let meta = PacketMeta { time, src: p.src_ip, dst: p.dst_ip };
+        let correlation = p.correlation_id.filter(|c| !c.is_empty());
+        self.correlation = correlation.map(Box::from);
+        self.push_payload(&meta, &payload, out);
+        self.correlation = None;
+    }
+
+    /// Processes the SIP message(s) of one captured payload.
+    fn push_payload(&mut self, meta: &PacketMeta, payload: &[u8], out: &mut Vec<FeedEvent>) {
+        let meta = *meta;
         // SIP over TCP or TLS: one captured segment may hold several
         // messages, each framed by its Content-Length (RFC 3261 section
         // 18.3). Without one, the message runs to the end of the payload.
@@ -320,6 +399,12 @@ impl SipTracker {
 
     /// Processes one SIP message seen at `meta`.
     pub fn push_sip(&mut self, meta: &PacketMeta, msg: &SipMessage<'_>, out: &mut Vec<FeedEvent>) {
+        let from = out.len();
+        self.push_sip_inner(meta, msg, out);
+        keep_roles(out, from, |leg| self.dialogs.get(leg.as_bytes()).and_then(|d| d.role));
+    }
+
+    fn push_sip_inner(&mut self, meta: &PacketMeta, msg: &SipMessage<'_>, out: &mut Vec<FeedEvent>) {
         self.stats.messages += 1;
         if meta.time > self.now {
             self.now = meta.time;
@@ -374,7 +459,9 @@ impl SipTracker {
     /// what their known facts imply. An agent calls this when no packet
     /// came for a while; [`push_sip`](Self::push_sip) does it as time passes.
     pub fn expire(&mut self, now: UnixNanos, out: &mut Vec<FeedEvent>) {
+        let from = out.len();
         self.sweep(now, out);
+        keep_roles(out, from, |leg| self.dialogs.get(leg.as_bytes()).and_then(|d| d.role));
     }
 
     /// End of input: finishes every call still tracked, oldest first.
@@ -452,7 +539,9 @@ impl SipTracker {
                     queue: old.queue.clone(),
                 })
             });
-        let explicit_queue = self.explicit_queue(msg, &called, ruri.as_ref());
+        let explicit = self.explicit_queue(msg, &called, ruri.as_ref());
+        let link_keys = self.link_keys(msg, call_id);
+        let b2bua_parent = if linked.is_none() { self.linked_leg(&link_keys) } else { None };
         let mut d = Dialog {
             sip_call_id: sip_call_id.clone(),
             call_id: sip_call_id,
@@ -479,12 +568,26 @@ impl SipTracker {
             held: false,
             pending_hold: None,
             refer: None,
+            role: None,
         };
         remember_forward(&mut d, msg, meta, top, bottom);
+        self.remember_links(link_keys, call_id);
+        if let Some(parent) = b2bua_parent.and_then(|k| self.dialogs.get_mut(&k)) {
+            // The B2BUA's leg towards the agents: the same call, whose
+            // caller side the first leg reports.
+            parent.role = Some(LegRole::Caller);
+            d.role = Some(LegRole::Agent);
+            d.call_id = parent.call_id.clone();
+            d.queue = parent.queue.clone();
+            self.stats.linked_legs += 1;
+            self.dialogs.insert(Box::from(call_id), d);
+            return;
+        }
         match linked {
             Some(t) => {
                 // Same call, new leg: a queue only when the target is one.
                 d.call_id = t.call_id;
+                let explicit_queue = explicit.map(|(q, _)| q);
                 d.queue = explicit_queue.clone().or(t.queue);
                 if let Some(q) = explicit_queue {
                     let kind = EventKind::QueueJoin { queue: q, caller: Some(d.caller.clone()), position: None };
@@ -499,7 +602,7 @@ impl SipTracker {
                 let kind = EventKind::CallOffered { direction: d.direction, caller, called, trunk: None };
                 out.push(d.event(meta.time, kind));
                 if d.is_inbound() {
-                    d.queue = explicit_queue.or_else(|| self.config.default_queue.clone());
+                    d.queue = self.place_inbound(explicit, &d.called);
                     if let Some(q) = d.queue.clone() {
                         let kind = EventKind::QueueJoin {
                             queue: q,
@@ -833,20 +936,102 @@ impl SipTracker {
         self.config.in_agent_network(ip).then(|| if caller.is_empty() { ip.to_string() } else { caller.to_owned() })
     }
 
-    /// The queue named by the queue header or an explicit number rule.
-    fn explicit_queue(&self, msg: &SipMessage<'_>, called: &str, ruri: Option<&SipUri<'_>>) -> Option<String> {
+    /// The values that may link this INVITE's leg to another leg of the
+    /// same call: the HEP correlation id, then each configured
+    /// [`link_headers`](SipTrackerConfig::link_headers) value. Its own
+    /// Call-ID is no link.
+    fn link_keys(&self, msg: &SipMessage<'_>, call_id: &[u8]) -> Vec<Box<[u8]>> {
+        let mut keys: Vec<Box<[u8]>> = self.correlation.iter().cloned().collect();
+        for name in &self.config.link_headers {
+            let Some(v) = msg.header(name) else { continue };
+            let v = if name.eq_ignore_ascii_case("Session-ID") {
+                // RFC 7989: `local-uuid;remote=remote-uuid`; the local UUID
+                // is the session's across B2BUAs, hex in any case; all
+                // zeros is the null UUID of a UA that has none yet.
+                let uuid = v.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+                if uuid.iter().all(|&b| b == b'0') {
+                    continue;
+                }
+                uuid.to_ascii_lowercase().into_boxed_slice()
+            } else {
+                Box::from(v.trim_ascii())
+            };
+            keys.push(v);
+        }
+        keys.retain(|k| !k.is_empty() && **k != *call_id);
+        keys
+    }
+
+    /// The SIP Call-ID of a tracked leg that `keys` name: the Call-ID
+    /// itself (X-CID, a correlation id), or a value that leg carried too
+    /// (Session-ID).
+    fn linked_leg(&self, keys: &[Box<[u8]>]) -> Option<Box<[u8]>> {
+        keys.iter().find_map(|k| {
+            if self.dialogs.contains_key(k) {
+                return Some(k.clone());
+            }
+            self.links.get(k).filter(|leg| self.dialogs.contains_key(*leg)).cloned()
+        })
+    }
+
+    /// Files `keys` as naming leg `call_id`, unless a live leg has them.
+    fn remember_links(&mut self, keys: Vec<Box<[u8]>>, call_id: &[u8]) {
+        if keys.is_empty() {
+            return;
+        }
+        if self.links.len() >= 2 * self.config.max_dialogs {
+            let dialogs = &self.dialogs;
+            self.links.retain(|_, leg| dialogs.contains_key(leg));
+        }
+        for k in keys {
+            if self.links.get(&k).is_none_or(|leg| !self.dialogs.contains_key(leg)) {
+                self.links.insert(k, Box::from(call_id));
+            }
+        }
+    }
+
+    /// The queue named by the queue header or an explicit number rule, and
+    /// whether the header placed it.
+    fn explicit_queue(&self, msg: &SipMessage<'_>, called: &str, ruri: Option<&SipUri<'_>>) -> Option<(String, bool)> {
         if let Some(h) = self.config.queue_header.as_deref().and_then(|name| msg.header(name)) {
             let number = NameAddr::parse(h).and_then(|n| n.user()).map(lossy);
             match number {
-                Some(n) => return Some(self.config.queue_for_number(&n).map_or(n, str::to_owned)),
-                None if !h.is_empty() => return Some(lossy(h)),
+                Some(n) => return Some((self.config.queue_for_number(&n).map_or(n, str::to_owned), true)),
+                None if !h.is_empty() => return Some((lossy(h), true)),
                 None => {}
             }
         }
         self.config
             .queue_for_number(called)
             .or_else(|| ruri.and_then(|u| u.user).and_then(|u| self.config.queue_for_number(&lossy(u))))
-            .map(str::to_owned)
+            .map(|q| (q.to_owned(), false))
+    }
+
+    /// The queue of a new inbound call, counted by the rule that placed it.
+    fn place_inbound(&mut self, explicit: Option<(String, bool)>, called: &str) -> Option<String> {
+        let p = &mut self.placements;
+        match explicit {
+            Some((q, true)) => {
+                p.by_header += 1;
+                Some(q)
+            }
+            Some((q, false)) => {
+                *p.by_rule.entry(q.clone()).or_insert(0) += 1;
+                Some(q)
+            }
+            None => {
+                if let Some(q) = &self.config.default_queue {
+                    p.by_default_queue += 1;
+                    Some(q.clone())
+                } else if self.config.queue_by_dialled_number && !called.is_empty() {
+                    p.by_dialled_number += 1;
+                    Some(called.to_owned())
+                } else {
+                    p.not_queued += 1;
+                    None
+                }
+            }
+        }
     }
 
     fn take_transfer(
@@ -922,7 +1107,13 @@ impl SipTracker {
     /// no NOTIFY a transfer, a branch that rang and never answered a missed
     /// offer. An answered call with no BYE gets no hang-up: the engine closes
     /// it as "unknown end", which is the truth.
-    fn finish_dialog(&self, mut d: Dialog, out: &mut Vec<FeedEvent>) {
+    fn finish_dialog(&self, d: Dialog, out: &mut Vec<FeedEvent>) {
+        let (from, role) = (out.len(), d.role);
+        self.finish_dialog_inner(d, out);
+        keep_roles(out, from, |_| role);
+    }
+
+    fn finish_dialog_inner(&self, mut d: Dialog, out: &mut Vec<FeedEvent>) {
         let config = &self.config;
         if d.phase == Phase::Setup
             && let Some(at) = d.cancel_at
