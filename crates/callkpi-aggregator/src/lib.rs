@@ -25,8 +25,11 @@
 //!   ([`Store::events_after`], [`Store::agents`], [`Store::subscribe`]).
 //! - `ingest`: the `Ingest` stream (handshake, batches, acks, heartbeats,
 //!   rejects), as specified in `proto/callkpi/v1/ingest.proto`.
+//! - `liveness`: which agents are connected, and their delivery lag, time
+//!   since contact and time since their last event.
 //! - [`reports`]: the KPI engine following the store, and the `Reports`
-//!   service (`GetKpis`, `ListAgents`) for authenticated readers.
+//!   service (`GetKpis`, `WatchKpis`, `ListCalls`, `GetCall`, `ListAgents`)
+//!   for authenticated readers.
 //! - `metrics`: prometheus-client metrics (live per-queue gauges included)
 //!   and the `/metrics` + `/healthz` HTTP router.
 //! - `wallboard`: the wall-TV page at `/wallboard/`, its JSON and its
@@ -46,6 +49,7 @@
 pub mod auth;
 pub mod config;
 mod ingest;
+mod liveness;
 mod metrics;
 pub mod reports;
 pub mod store;
@@ -158,6 +162,7 @@ impl Aggregator {
             stop.clone(),
             tracker.clone(),
         ));
+        let presence = Arc::clone(&state.presence);
 
         let follower = reports::KpiFollower::new(store.clone());
         tracker.spawn(Arc::clone(&follower).run(stop.clone()));
@@ -172,6 +177,7 @@ impl Aggregator {
         ));
         let reports_service =
             reports::ReportsService::new(follower, ReaderAuth::new(resolved.readers.clone()), stop.clone())
+                .with_presence(Arc::clone(&presence))
                 .into_server(cfg.max_message_bytes);
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -215,8 +221,9 @@ impl Aggregator {
         if wallboard.enabled() && !wallboard.protected() {
             tracing::warn!(http = ?http.local_addr().ok(), "No [[readers]] configured: the wallboard is open to anyone who reaches the HTTP port.");
         }
-        let http_server = axum::serve(http, metrics::router(HttpState { metrics, store: store.clone(), wallboard }))
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let http_server =
+            axum::serve(http, metrics::router(HttpState { metrics, store: store.clone(), wallboard, presence }))
+                .with_graceful_shutdown(stop.clone().cancelled_owned());
         let mut grpc_task = tokio::spawn(grpc_server);
         let mut http_task = tokio::spawn(async move { http_server.await });
         tracing::info!(grpc = ?grpc_addr, http = ?http_addr, tls = resolved.tls.is_some(), mtls, "Aggregator serving.");

@@ -20,7 +20,9 @@
 //! | `callkpi_ingest_ack_latency_seconds` | histogram | | Batch fully received to Ack sent (includes the fsync) |
 //! | `callkpi_store_size_bytes` | gauge | | store size on disk |
 //! | `callkpi_agent_hwm` | gauge | agent | highest contiguous seq durably held |
-//! | `callkpi_agent_lag_seconds` | gauge | agent | now - `captured_at` of the last event stored |
+//! | `callkpi_agent_delivery_lag_seconds` | gauge | agent | age of the data the agent holds unacknowledged; 0 while connected and caught up |
+//! | `callkpi_agent_since_contact_seconds` | gauge | agent | now - the last message received from the agent |
+//! | `callkpi_agent_since_event_seconds` | gauge | agent | now - `captured_at` of the last event stored (grows while the PBX is quiet) |
 //! | `callkpi_agent_clock_offset_seconds` | gauge | agent | agent clock - aggregator clock |
 //! | `callkpi_agent_spool_bytes` | gauge | agent | agent's spool size, from its last Hello/Heartbeat |
 //! | `callkpi_agent_connected` | gauge | agent | 1 while the agent has a live stream |
@@ -57,6 +59,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use callkpi_proto::pb;
 
+use crate::liveness::Presence;
+use crate::reports::agent_liveness;
 use crate::store::Store;
 use crate::wallboard::Wallboard;
 
@@ -115,7 +119,9 @@ pub(crate) struct Metrics {
     pub(crate) ack_latency: Histogram,
     store_bytes: Gauge,
     hwm: Family<AgentLabel, Gauge>,
-    lag: Family<AgentLabel, FloatGauge>,
+    delivery_lag: Family<AgentLabel, FloatGauge>,
+    since_contact: Family<AgentLabel, FloatGauge>,
+    since_event: Family<AgentLabel, FloatGauge>,
     clock_offset: Family<AgentLabel, FloatGauge>,
     pub(crate) spool_bytes: Family<AgentLabel, Gauge>,
     pub(crate) agent_connected: Family<AgentLabel, Gauge>,
@@ -149,7 +155,9 @@ impl Metrics {
             ack_latency: Histogram::new(exponential_buckets(0.000_5, 2.0, 14)),
             store_bytes: Gauge::default(),
             hwm: Family::default(),
-            lag: Family::default(),
+            delivery_lag: Family::default(),
+            since_contact: Family::default(),
+            since_event: Family::default(),
             clock_offset: Family::default(),
             spool_bytes: Family::default(),
             agent_connected: Family::default(),
@@ -185,12 +193,18 @@ impl Metrics {
         );
         registry.register_with_unit("store_size", "Store size on disk", Unit::Bytes, m.store_bytes.clone());
         registry.register("agent_hwm", "Highest contiguous seq durably held per agent", m.hwm.clone());
-        registry.register_with_unit(
-            "agent_lag",
-            "Now minus captured_at of the agent's last stored event",
-            Unit::Seconds,
-            m.lag.clone(),
-        );
+        let lags = [
+            (
+                "agent_delivery_lag",
+                "Age of the data the agent holds unacknowledged; 0 while connected and caught up",
+                &m.delivery_lag,
+            ),
+            ("agent_since_contact", "Time since the last message received from the agent", &m.since_contact),
+            ("agent_since_event", "Time since the capture of the agent's last stored event", &m.since_event),
+        ];
+        for (name, help, family) in lags {
+            registry.register_with_unit(name, help, Unit::Seconds, family.clone());
+        }
         registry.register_with_unit(
             "agent_clock_offset",
             "Agent wall clock minus aggregator wall clock",
@@ -284,7 +298,7 @@ impl Metrics {
 
     /// Refreshes the gauges read from the store and the live view, then
     /// encodes everything.
-    fn render(&self, store: &Store, live: Option<&pb::LiveSnapshot>, now_ns: i64) -> String {
+    fn render(&self, store: &Store, presence: &Presence, live: Option<&pb::LiveSnapshot>, now_ns: i64) -> String {
         let _serial = self.render_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(snap) = live {
             self.set_queues(snap);
@@ -293,7 +307,7 @@ impl Metrics {
         match store.agents() {
             Ok(records) => {
                 for r in records {
-                    let label = AgentLabel { agent: r.agent_id };
+                    let label = AgentLabel { agent: r.agent_id.clone() };
                     // Records exist only for agents that passed authentication
                     // (configured ones), but a store can outlive its config:
                     // only label agents that already have series.
@@ -301,8 +315,13 @@ impl Metrics {
                         continue;
                     }
                     self.hwm.get_or_create(&label).set(i64::try_from(r.hwm).unwrap_or(i64::MAX));
-                    if let Some(captured) = r.last_captured_ns {
-                        self.lag.get_or_create(&label).set((now_ns.saturating_sub(captured)) as f64 / 1e9);
+                    let l = agent_liveness(&r, presence.since(&r.agent_id).is_some(), now_ns);
+                    self.delivery_lag.get_or_create(&label).set(l.delivery_lag_s);
+                    if let Some(s) = l.since_contact_s {
+                        self.since_contact.get_or_create(&label).set(s);
+                    }
+                    if let Some(s) = l.since_event_s {
+                        self.since_event.get_or_create(&label).set(s);
                     }
                     if let Some(offset) = r.clock_offset_ns {
                         self.clock_offset.get_or_create(&label).set(offset as f64 / 1e9);
@@ -326,6 +345,8 @@ pub(crate) struct HttpState {
     pub(crate) store: Store,
     /// Live per-queue figures (and the wallboard routes when enabled).
     pub(crate) wallboard: Arc<Wallboard>,
+    /// Which agents are connected.
+    pub(crate) presence: Arc<Presence>,
 }
 
 /// `/metrics` and `/healthz`, and the wallboard's routes when it is enabled.
@@ -342,7 +363,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         if let Err(error) = &live {
             tracing::warn!(%error, "Cannot compute the live queue figures for metrics.");
         }
-        state.metrics.render(&state.store, live.as_ref().ok(), now)
+        state.metrics.render(&state.store, &state.presence, live.as_ref().ok(), now)
     };
     match tokio::task::spawn_blocking(render).await {
         Ok(body) => (
