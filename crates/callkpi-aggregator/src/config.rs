@@ -329,6 +329,7 @@ impl Config {
         if self.store_path.as_os_str().is_empty() {
             return Err(invalid("store_path", "is empty".into()));
         }
+        callkpi_durable::check_writable_dir(&self.store_path).map_err(|reason| invalid("store_path", reason))?;
         if self.agents.is_empty() {
             return Err(invalid("agents", "no [[agents]] entry: no agent could deliver events".into()));
         }
@@ -415,7 +416,36 @@ impl Config {
     }
 }
 
+/// Secrets of the shipped examples: a config that still holds one works,
+/// and lets anyone who read the example in.
+pub const PLACEHOLDER_SECRETS: &[&str] = &["change-me"];
+
 impl Config {
+    /// What is valid but almost certainly a mistake: secrets left from the
+    /// examples. `validate` prints them and `run` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let placeholders: Vec<TokenDigest> = PLACEHOLDER_SECRETS.iter().map(|s| auth::digest(s)).collect();
+        let is_placeholder = |hex: &str| TokenDigest::from_hex(hex).is_ok_and(|d| placeholders.contains(&d));
+        let mut out = Vec::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            if agent.token_sha256.as_deref().is_some_and(is_placeholder) {
+                out.push(format!(
+                    "agents[{i}].token_sha256 is the example's digest of \"change-me\": anyone who read the example can deliver events as {:?}; give it a token of its own (callkpi-aggregator hash-token)",
+                    agent.id
+                ));
+            }
+        }
+        for (i, reader) in self.readers.iter().enumerate() {
+            if is_placeholder(&reader.token_sha256) {
+                out.push(format!(
+                    "readers[{i}].token_sha256 is the digest of \"change-me\": give {:?} a token of its own",
+                    reader.name
+                ));
+            }
+        }
+        out
+    }
+
     /// `[live]` and `[wallboard]`.
     fn validate_live(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: String| ConfigError::Invalid { key: key.into(), reason };

@@ -91,11 +91,22 @@ impl ConfigArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A bad flag is a configuration error too: 64, so that systemd's
+            // RestartPreventExitStatus stops instead of restart-looping.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
     init_tracing(cli.log_format);
     match cli.command {
         Command::Validate { config } => match config.load() {
             Ok(cfg) => {
+                for warning in cfg.warnings() {
+                    let _ = writeln!(std::io::stderr(), "warning: {warning}");
+                }
                 let _ = writeln!(
                     std::io::stdout(),
                     "{}: valid ({} agents, gRPC {}, metrics {})",
@@ -122,11 +133,14 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(e) => return bad_config(&e),
             };
+            for warning in cfg.warnings() {
+                tracing::warn!("{warning}");
+            }
             match run(cfg, Duration::from_secs(shutdown_grace_secs)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "Aggregator failed.");
-                    let _ = writeln!(std::io::stderr(), "error: {e:#}");
+                    // Logged once: stderr is where the log goes.
+                    tracing::error!(error = callkpi_durable::error_text(e.as_ref()), "Aggregator failed.");
                     ExitCode::FAILURE
                 }
             }
@@ -135,7 +149,7 @@ fn main() -> ExitCode {
 }
 
 fn bad_config(e: &callkpi_aggregator::ConfigError) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "invalid configuration: {e}");
+    let _ = writeln!(std::io::stderr(), "invalid configuration: {}", callkpi_durable::error_text(e));
     ExitCode::from(EX_USAGE)
 }
 

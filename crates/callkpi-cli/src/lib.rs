@@ -20,22 +20,10 @@ pub mod report;
 pub mod spool;
 pub mod watch;
 
-/// An error and its causes on one line, each cause once: many errors repeat
-/// their source in their own message ("tcp connect error: tcp connect
-/// error"), so a cause already said is not said again.
+/// An error and its causes on one line, each cause once
+/// ([`callkpi_durable::error_text`]).
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if text.is_empty() || out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    callkpi_durable::error_text(e.as_ref())
 }
 
 /// Whether `e` comes from writing to a pipe whose reader has gone.
