@@ -220,6 +220,24 @@ fn an_admins_first_hour() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("pass --ca"), "{err}");
 
+    // The HTTP port says what is where, also to a gRPC client sent there.
+    let index = http_get(s.agg_http, "/").expect("GET /");
+    assert!(index.contains("/wallboard/") && index.contains("/metrics"), "{index}");
+    assert!(
+        index.contains(&format!("gRPC (agents, callkpi report/watch/agents) is on 127.0.0.1:{}", s.grpc)),
+        "{index}"
+    );
+    let http_port = format!("http://127.0.0.1:{}", s.agg_http);
+    let (code, _, err) = run("callkpi", &["report", "--server", &http_port, "--token", TOKEN_READER], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "this is the aggregator's HTTP port (metrics, wallboard); gRPC is on 127.0.0.1:{}",
+            s.grpc
+        )),
+        "{err}"
+    );
+
     // 6. watch: a wrong token is final; an aggregator restart is not.
     let (code, _, err) = run("callkpi", &["watch", "--server", &server, "--token", "wrong", "--format", "json"], None);
     assert_eq!(code, 1, "{err}");

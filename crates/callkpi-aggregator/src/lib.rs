@@ -221,9 +221,17 @@ impl Aggregator {
         if wallboard.enabled() && !wallboard.protected() {
             tracing::warn!(http = ?http.local_addr().ok(), "No [[readers]] configured: the wallboard is open to anyone who reaches the HTTP port.");
         }
-        let http_server =
-            axum::serve(http, metrics::router(HttpState { metrics, store: store.clone(), wallboard, presence }))
-                .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let http_server = axum::serve(
+            http,
+            metrics::router(HttpState {
+                metrics,
+                store: store.clone(),
+                wallboard,
+                presence,
+                grpc_listen: grpc_addr.map_or_else(|| "its `listen` address".to_owned(), |a| a.to_string()),
+            }),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
         let mut grpc_task = tokio::spawn(grpc_server);
         let mut http_task = tokio::spawn(async move { http_server.await });
         tracing::info!(grpc = ?grpc_addr, http = ?http_addr, tls = resolved.tls.is_some(), mtls, "Aggregator serving.");

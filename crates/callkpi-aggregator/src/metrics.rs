@@ -347,13 +347,50 @@ pub(crate) struct HttpState {
     pub(crate) wallboard: Arc<Wallboard>,
     /// Which agents are connected.
     pub(crate) presence: Arc<Presence>,
+    /// The gRPC address, for whoever knocks on the wrong port.
+    pub(crate) grpc_listen: String,
 }
 
-/// `/metrics` and `/healthz`, and the wallboard's routes when it is enabled.
+/// `/metrics` and `/healthz`, and the wallboard's routes when it is enabled;
+/// `/` says what is where, and a gRPC call on this port is told the right one.
 pub(crate) fn router(state: HttpState) -> axum::Router {
     let wallboard = Arc::clone(&state.wallboard);
-    let router = axum::Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(state);
+    let index = index_text(wallboard.enabled(), &state.grpc_listen);
+    let grpc_listen = state.grpc_listen.clone();
+    let router = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/", get(move || async move { index }))
+        .fallback(move |req: axum::extract::Request| wrong_port(req, grpc_listen.clone()))
+        .with_state(state);
     if wallboard.enabled() { router.merge(crate::wallboard::router(wallboard)) } else { router }
+}
+
+fn index_text(wallboard: bool, grpc_listen: &str) -> String {
+    let board = if wallboard { "/wallboard/  the wall-screen page (a reader token: ?token=...)\n" } else { "" };
+    format!(
+        "callkpi aggregator, HTTP port.\n{board}/metrics     Prometheus metrics\n/healthz     liveness\n\
+         gRPC (agents, callkpi report/watch/agents) is on {grpc_listen}.\n"
+    )
+}
+
+/// 404, except for a gRPC call: a gRPC error saying where gRPC is, which
+/// `callkpi report --server` pointed here prints.
+async fn wrong_port(req: axum::extract::Request, grpc_listen: String) -> axum::response::Response {
+    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let message = format!("this is the aggregator's HTTP port (metrics, wallboard); gRPC is on {grpc_listen}");
+    // A trailers-only gRPC response: status in the headers, no body.
+    let mut r = StatusCode::OK.into_response();
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", header::HeaderValue::from_static("14"));
+    if let Ok(v) = header::HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", v);
+    }
+    r
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

@@ -1,7 +1,9 @@
 //! Report output as a terminal table, CSV or JSON.
 //!
-//! JSON is the contract (see docs/kpis.md). CSV has one line per row with
-//! every KPI as a column (`service_level_pct_<T>` per threshold). The table
+//! JSON is the contract (see docs/kpis.md), at full precision. CSV has one
+//! line per row with every KPI as a column (`service_level_pct_<T>` per
+//! threshold): first the table's columns in the table's order, then the
+//! others, with fractions rounded to 2 decimals as the table shows them. The table
 //! shows the figures a supervisor reads first; use CSV or JSON for the rest.
 //! It leaves out rows without a call (an idle agent logged in, a group with
 //! nothing to show) unless asked, and says why a row is incomplete.
@@ -111,7 +113,7 @@ fn write_csv(out: &AnalyzeOutput, w: &mut dyn Write) -> anyhow::Result<()> {
     let dims: Vec<&str> = out.params.group_by.iter().map(|g| g.as_str()).collect();
     let mut header_done = false;
     for row in &out.rows {
-        let kpis = flat_kpis(&serde_json::to_value(&row.kpis)?);
+        let kpis = table_order(flat_kpis(&serde_json::to_value(&row.kpis)?));
         if !header_done {
             let mut h: Vec<String> = vec!["start".into(), "end".into()];
             h.extend(dims.iter().map(|d| (*d).to_owned()));
@@ -124,15 +126,25 @@ fn write_csv(out: &AnalyzeOutput, w: &mut dyn Write) -> anyhow::Result<()> {
         rec.extend(dims.iter().map(|d| row.group.get(*d).cloned().flatten().unwrap_or_default()));
         rec.push(row.complete.to_string());
         rec.push(row.flags.join(" "));
-        rec.extend(kpis.iter().map(|(_, v)| match v {
-            Value::Null => String::new(),
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        }));
+        rec.extend(kpis.iter().map(|(_, v)| cell_text(v)));
         wr.write_record(&rec)?;
     }
     wr.flush()?;
     Ok(())
+}
+
+/// The flattened KPIs with the table's columns first, in its order.
+fn table_order(mut kpis: Vec<(String, Value)>) -> Vec<(String, Value)> {
+    let rank = |k: &str| {
+        if k.starts_with("service_level_pct_") {
+            0
+        } else {
+            TABLE_KPIS.iter().position(|(name, _)| *name == k).map_or(TABLE_KPIS.len() + 1, |i| i + 1)
+        }
+    };
+    // Stable: thresholds and the other KPIs keep their own order.
+    kpis.sort_by_key(|(k, _)| rank(k));
+    kpis
 }
 
 const TABLE_KPIS: &[(&str, &str)] = &[

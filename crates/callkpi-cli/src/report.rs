@@ -40,9 +40,11 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
         tonic::Code::Unauthenticated => " (give a reader token of the aggregator's [[readers]])",
         tonic::Code::PermissionDenied => " (this token may not read reports)",
         tonic::Code::Unavailable if s.message().contains("connect") => " (is the aggregator running at --server?)",
-        // An HTTP/1 server (the metrics port) answers gRPC with garbage.
-        tonic::Code::Unknown | tonic::Code::Internal if s.message().contains("HTTP") || s.message().contains("h2") => {
-            " (is --server the aggregator's HTTP port? gRPC is on its `listen` address, 7443 by default)"
+        // Some other HTTP server: a web server, or an older aggregator's HTTP port.
+        tonic::Code::Unimplemented | tonic::Code::Unknown | tonic::Code::Internal
+            if s.message().contains("grpc-status header missing") =>
+        {
+            " (is --server an HTTP port? the aggregator's gRPC is on its `listen` address, 7443 by default)"
         }
         _ => "",
     };

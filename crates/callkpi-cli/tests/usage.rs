@@ -101,3 +101,46 @@ fn tables_fit_a_screen_and_end_quietly_in_a_pipe() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(o.stderr.is_empty(), "quiet: {}", stderr(&o));
 }
+
+#[test]
+fn csv_follows_the_table_and_rounds_as_it_does() {
+    let ql = fixture("asterisk/run-a/queue_log");
+    let base = ["analyze", "--queue-log", &ql, "--by", "queue", "--interval", "all"];
+    let csv = callkpi(&[&base[..], &["--format", "csv"]].concat());
+    let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    let expected = ["start", "end", "queue", "complete", "flags", "service_level_pct_18", "service_level_pct_20"];
+    assert_eq!(header[..7], expected);
+    assert_eq!(header[8..12], ["offered", "answered", "abandoned", "abandonment_rate_pct"], "the table's order");
+    let json = callkpi(&[&base[..], &["--format", "json"]].concat());
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let sales = lines.find(|l| l.contains(",sales,")).expect("a sales row");
+    let cells: Vec<&str> = sales.split(',').collect();
+    let asa_col = header.iter().position(|h| *h == "asa_s").unwrap();
+    let row = json["rows"].as_array().unwrap().iter().find(|r| r["group"]["queue"] == "sales").unwrap();
+    let asa = row["kpis"]["asa_s"].as_f64().unwrap();
+    assert_eq!(cells[asa_col], format!("{asa:.2}"), "rounded as the table");
+    assert_ne!(format!("{asa}"), format!("{asa:.2}"), "JSON keeps full precision");
+}
+
+#[test]
+fn every_kpi_and_flag_name_of_json_and_grpc_is_in_the_docs() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let docs = std::fs::read_to_string(root.join("docs/kpis.md")).unwrap();
+    let proto = std::fs::read_to_string(root.join("proto/callkpi/v1/reports.proto")).unwrap();
+    let ql = fixture("asterisk/run-a/queue_log");
+    let json = callkpi(&["analyze", "--queue-log", &ql, "--interval", "all", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let kpis = json["rows"][0]["kpis"].as_object().expect("kpis").keys().cloned();
+    let kpis_message = proto.split("message Kpis {").nth(1).and_then(|m| m.split("\n}").next()).expect("message Kpis");
+    let grpc = kpis_message.lines().filter_map(|l| {
+        let l = l.trim();
+        let decl = l.strip_suffix(';')?.split('=').next()?.trim();
+        (!l.starts_with("//")).then(|| decl.rsplit(' ').next().unwrap_or_default().to_owned())
+    });
+    let flags = proto.split_whitespace().filter(|w| w.starts_with("ROW_FLAG_") && *w != "ROW_FLAG_UNSPECIFIED");
+    for name in kpis.chain(grpc).chain(flags.map(str::to_owned)) {
+        assert!(docs.contains(&format!("`{name}`")), "docs/kpis.md does not name `{name}`");
+    }
+}
