@@ -241,6 +241,19 @@ fn an_admins_first_hour() {
     // 6. watch: a wrong token is final; an aggregator restart is not.
     let (code, _, err) = run("callkpi", &["watch", "--server", &server, "--token", "wrong", "--format", "json"], None);
     assert_eq!(code, 1, "{err}");
+    let (code, out, err) = run(
+        "callkpi",
+        &["watch", "--server", &server, "--token", TOKEN_READER, "--format", "json", "--count", "1"]
+            .into_iter()
+            .chain(["--queue", "SUPPORT", "--queue", "billing"])
+            .collect::<Vec<_>>(),
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let snap: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(snap["queues"][0]["queue"], "support", "any case: {snap}");
+    assert_eq!(snap["queues"].as_array().map(Vec::len), Some(1), "{snap}");
+    assert_eq!(snap["unknown_queues"], serde_json::json!(["billing"]), "{snap}");
     let watch_out = s.path("watch.out");
     let watch_err = s.path("watch.err");
     let mut watch = Command::new(bin_dir().join("callkpi"))

@@ -283,14 +283,15 @@ fn open_stream(
     state: Arc<IngestState>,
     request: Request<Streaming<RawAgentMessage>>,
 ) -> Result<Response<Outbound>, Status> {
-    let peer = request.remote_addr();
+    // Logged as an address, not `Some(...)`.
+    let peer = request.remote_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     let authorization = request.metadata().get("authorization").map(|v| v.as_bytes().to_vec());
     let peer_cert = request.peer_certs().and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
     let identity = match state.auth.authenticate(authorization.as_deref(), peer_cert.as_deref()) {
         Ok(identity) => identity,
         Err(status) => {
             state.metrics.auth_failures.get_or_create(&CodeLabel { code: "unauthenticated" }).inc();
-            tracing::warn!(peer = ?peer, reason = status.message(), "Stream refused: not authenticated.");
+            tracing::warn!(%peer, reason = status.message(), "Stream refused: not authenticated.");
             return Err(status);
         }
     };
@@ -298,7 +299,7 @@ fn open_stream(
         return Err(Status::unavailable("the aggregator is shutting down"));
     }
     let (tx, rx) = mpsc::channel(16);
-    let span = tracing::info_span!("ingest_stream", peer = ?peer, agent = tracing::field::Empty);
+    let span = tracing::info_span!("ingest_stream", %peer, agent = tracing::field::Empty);
     let task_state = Arc::clone(&state);
     state.tracker.spawn(
         async move {

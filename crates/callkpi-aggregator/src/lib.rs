@@ -207,7 +207,9 @@ impl Aggregator {
             builder = builder.tls_config(tls_config).context("configuring TLS")?;
         }
         let grpc_addr = grpc.local_addr().ok();
-        let http_addr = http.local_addr().ok();
+        // Logged as addresses, not `Some(...)`.
+        let text = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let (grpc_text, http_text) = (text(grpc_addr), text(http.local_addr().ok()));
         let grpc_server = builder
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -219,7 +221,7 @@ impl Aggregator {
                 stop.clone().cancelled_owned(),
             );
         if wallboard.enabled() && !wallboard.protected() {
-            tracing::warn!(http = ?http.local_addr().ok(), "No [[readers]] configured: the wallboard is open to anyone who reaches the HTTP port.");
+            tracing::warn!(http = %http_text, "No [[readers]] configured: the wallboard is open to anyone who reaches the HTTP port.");
         }
         let http_server = axum::serve(
             http,
@@ -234,7 +236,7 @@ impl Aggregator {
         .with_graceful_shutdown(stop.clone().cancelled_owned());
         let mut grpc_task = tokio::spawn(grpc_server);
         let mut http_task = tokio::spawn(async move { http_server.await });
-        tracing::info!(grpc = ?grpc_addr, http = ?http_addr, tls = resolved.tls.is_some(), mtls, "Aggregator serving.");
+        tracing::info!(grpc = %grpc_text, http = %http_text, tls = resolved.tls.is_some(), mtls, "Aggregator serving.");
 
         // A server that ends before the shutdown signal is a failure.
         let failure: Option<anyhow::Error> = tokio::select! {

@@ -26,7 +26,7 @@ pub struct WatchArgs {
     /// Where and how to connect.
     #[command(flatten)]
     pub conn: Connection,
-    /// Only these queues (repeatable); all by default.
+    /// Only these queues (repeatable, any case); all by default.
     #[arg(long = "queue")]
     pub queues: Vec<String>,
     /// Service level thresholds, seconds, comma separated.
@@ -132,8 +132,9 @@ async fn stream_once(a: &WatchArgs, seen: &mut u64, tty: bool) -> anyhow::Result
         Err(e) if e.downcast_ref::<UsageError>().is_some() => return Err(e),
         Err(e) => return Ok(End::Lost(e)),
     };
+    // Every queue, then --queue's whatever their case.
     let query = pb::LiveQuery {
-        queues: a.queues.clone(),
+        queues: Vec::new(),
         sites: Vec::new(),
         min_interval_ms: 500,
         sl_thresholds_s: a.sl_thresholds.clone(),
@@ -146,16 +147,25 @@ async fn stream_once(a: &WatchArgs, seen: &mut u64, tty: bool) -> anyhow::Result
     };
     let mut stdout = std::io::stdout().lock();
     loop {
-        let snap = match stream.message().await {
+        let mut snap = match stream.message().await {
             Ok(Some(snap)) => snap,
             Ok(None) => return Ok(End::Lost(anyhow::anyhow!("the aggregator ended the stream"))),
             Err(s) => return refused(s),
         };
+        let unknown = callkpi_aggregator::reports::select_queues(&mut snap.queues, &a.queues);
+        let mut text = table(&snap, &a.sl_thresholds);
+        if !unknown.is_empty() {
+            text.push_str(&format!("\n! no queue named {} today", unknown.join(", ")));
+        }
         match a.format {
-            WatchFormat::Json => writeln!(stdout, "{}", snapshot_json(&snap))?,
+            WatchFormat::Json => {
+                let mut doc = snapshot_json(&snap);
+                doc["unknown_queues"] = json!(unknown);
+                writeln!(stdout, "{doc}")?;
+            }
             // Home the cursor and clear, then draw: the table redraws in place.
-            WatchFormat::Table if tty => writeln!(stdout, "\x1b[H\x1b[2J{}", table(&snap, &a.sl_thresholds))?,
-            WatchFormat::Table => writeln!(stdout, "{}\n", table(&snap, &a.sl_thresholds))?,
+            WatchFormat::Table if tty => writeln!(stdout, "\x1b[H\x1b[2J{text}")?,
+            WatchFormat::Table => writeln!(stdout, "{text}\n")?,
         }
         stdout.flush()?;
         *seen += 1;

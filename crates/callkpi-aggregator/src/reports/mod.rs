@@ -236,9 +236,40 @@ impl pb::reports_server::Reports for ReportsService {
     }
 }
 
+/// Keeps the queues named in `wanted`, whatever their case (all when
+/// `wanted` is empty: people type "Support" for "support"). Returns the
+/// wanted names that match no queue, to say so rather than show nothing.
+pub fn select_queues(queues: &mut Vec<pb::QueueLive>, wanted: &[String]) -> Vec<String> {
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    queues.retain(|q| wanted.iter().any(|w| w.eq_ignore_ascii_case(&q.queue)));
+    let mut unknown: Vec<String> =
+        wanted.iter().filter(|w| !queues.iter().any(|q| w.eq_ignore_ascii_case(&q.queue))).cloned().collect();
+    unknown.sort();
+    unknown.dedup();
+    unknown
+}
+
 /// [`liveness`] with the reports' own watermark of `a`.
 pub(crate) fn agent_liveness(a: &AgentRecord, connected: bool, now_ns: i64) -> Liveness {
     liveness(a, connected, delivered_until(a).delivered_until, now_ns)
+}
+
+#[cfg(test)]
+mod select_tests {
+    use super::*;
+
+    #[test]
+    fn queues_are_matched_whatever_their_case_and_unknown_names_are_returned() {
+        let q = |name: &str| pb::QueueLive { queue: name.into(), ..Default::default() };
+        let mut queues = vec![q("support"), q("sales"), q("VIP")];
+        let unknown = select_queues(&mut queues, &["Support".into(), "vip".into(), "billing".into()]);
+        assert_eq!(queues.iter().map(|q| q.queue.as_str()).collect::<Vec<_>>(), ["support", "VIP"]);
+        assert_eq!(unknown, ["billing"]);
+        let mut all = vec![q("support")];
+        assert!(select_queues(&mut all, &[]).is_empty() && all.len() == 1);
+    }
 }
 
 #[cfg(test)]
