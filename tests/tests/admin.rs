@@ -284,3 +284,37 @@ fn an_admins_first_hour() {
     assert_eq!(agent_proc.terminate(Duration::from_secs(15)), Some(0), "{}", tail(&agent_proc.log_text()));
     assert_eq!(aggregator.terminate(Duration::from_secs(15)), Some(0), "{}", tail(&aggregator.log_text()));
 }
+
+#[test]
+fn the_cli_reaches_a_tls_aggregator_with_its_ca_and_the_name_it_is_told() {
+    let tls = repo().join("crates/callkpi-aggregator/tests/integration/fixtures/tls");
+    let s = Setup::new();
+    let extra = format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\n",
+        tls.join("server.crt").to_str().unwrap(),
+        tls.join("server.key").to_str().unwrap()
+    );
+    let mut agg = s.aggregator_with(&extra);
+    let ca = tls.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let agents = |server: &str, domain: Option<&str>| {
+        let mut args = vec!["agents", "--server", server, "--token", TOKEN_READER, "--ca", ca, "--format", "json"];
+        args.extend(domain.map(|d| ["--tls-domain", d]).into_iter().flatten());
+        run("callkpi", &args, None)
+    };
+    let by_ip = format!("https://127.0.0.1:{}", s.grpc);
+    let (code, out, err) = agents(&by_ip, None);
+    assert_eq!(code, 0, "the certificate names 127.0.0.1: {err}");
+    assert!(out.contains("\"agents\""), "{out}");
+    // The certificate names localhost, not this: refused, and said once.
+    let (code, _, err) = agents(&by_ip, Some("aggregator.example"));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&format!("cannot connect to {by_ip}")), "{err}");
+    let lines: Vec<&str> = err.split(": ").collect();
+    let mut unique = lines.clone();
+    unique.dedup();
+    assert_eq!(lines, unique, "no cause said twice in a row: {err}");
+    let (code, _, err) = agents(&by_ip, Some("localhost"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(agg.terminate(Duration::from_secs(15)), Some(0));
+}

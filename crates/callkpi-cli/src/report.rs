@@ -82,7 +82,12 @@ pub async fn connect(c: &Connection) -> anyhow::Result<Client> {
     };
     let mut endpoint = tonic::transport::Endpoint::from_shared(c.server.clone())
         .map_err(|e| UsageError(format!("invalid --server {:?}: {e}", c.server)))?
-        .connect_timeout(std::time::Duration::from_secs(5));
+        .connect_timeout(std::time::Duration::from_secs(5))
+        // An aggregator that vanishes without closing (power, network) is
+        // noticed by `watch` within 20 s instead of never.
+        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+        .keep_alive_timeout(std::time::Duration::from_secs(10))
+        .keep_alive_while_idle(true);
     let https = c.server.starts_with("https://");
     match &c.ca {
         Some(ca) => {
