@@ -329,7 +329,6 @@ impl Config {
         if self.store_path.as_os_str().is_empty() {
             return Err(invalid("store_path", "is empty".into()));
         }
-        callkpi_durable::check_writable_dir(&self.store_path).map_err(|reason| invalid("store_path", reason))?;
         if self.agents.is_empty() {
             return Err(invalid("agents", "no [[agents]] entry: no agent could deliver events".into()));
         }
@@ -421,6 +420,17 @@ impl Config {
 pub const PLACEHOLDER_SECRETS: &[&str] = &["change-me"];
 
 impl Config {
+    /// What `run` needs of this machine beyond a valid file, checked by the
+    /// binary's `validate` and `run` before anything starts: a store
+    /// directory it can create or write.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `store_path`.
+    pub fn preflight(&self) -> Result<(), ConfigError> {
+        callkpi_durable::check_writable_dir(&self.store_path)
+            .map_err(|reason| ConfigError::Invalid { key: "store_path".into(), reason })
+    }
+
     /// What is valid but almost certainly a mistake: secrets left from the
     /// examples. `validate` prints them and `run` logs them.
     pub fn warnings(&self) -> Vec<String> {

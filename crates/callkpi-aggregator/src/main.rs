@@ -86,6 +86,7 @@ impl ConfigArgs {
             cfg.store_path = path.clone();
         }
         cfg.validate()?;
+        cfg.preflight()?;
         Ok(cfg)
     }
 }

@@ -171,7 +171,10 @@ pub fn check_writable_dir(dir: &Path) -> Result<(), String> {
     if !existing.is_dir() {
         return Err(format!("{} is not a directory", existing.display()));
     }
-    let probe = existing.join(format!(".callkpi-write-test-{}", std::process::id()));
+    // Unique per call: two checks of one directory may run at once.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = existing.join(format!(".callkpi-write-test-{}-{n}", std::process::id()));
     match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
