@@ -56,7 +56,8 @@ fn assert_report_equals_analyze(s: &Setup, agg: &Proc, file: &std::path::Path) {
     let server = format!("http://127.0.0.1:{}", s.grpc);
     let file_s = file.to_str().unwrap();
     for opts in [
-        vec!["--by", "queue", "--interval", "15m", "--tz", "Europe/Paris"],
+        // `report` defaults to today: both are given the recording's day.
+        vec!["--by", "queue", "--interval", "15m", "--tz", "Europe/Paris", "--from", "2026-11-22T00:00:00+01:00"],
         // "all" without --to runs to now: bound it so both see the same range.
         vec![
             "--by",
@@ -72,7 +73,18 @@ fn assert_report_equals_analyze(s: &Setup, agg: &Proc, file: &std::path::Path) {
             "--short-abandon",
             "0",
         ],
-        vec!["--by", "agent", "--interval", "1h", "--fcr-window", "1h", "--fcr-transfer-breaks", "false"],
+        vec![
+            "--by",
+            "agent",
+            "--interval",
+            "1h",
+            "--fcr-window",
+            "1h",
+            "--fcr-transfer-breaks",
+            "false",
+            "--from",
+            "2026-11-22T00:00:00Z",
+        ],
     ] {
         let mut offline = vec!["analyze", "--queue-log", file_s, "--site", "paris", "--format", "json"];
         offline.extend(&opts);

@@ -585,6 +585,11 @@ fn metrics_and_events_carry_the_live_figures_and_readers_need_a_token() {
     let d = Delivered::start();
     let port = d.s.agg_http;
     let board = d.board("").expect("the board");
+    // ?queues= matches whatever the case, and names what matches nothing.
+    let some = d.board("&queues=SUPPORT,Billing").expect("a board of some queues");
+    assert_eq!(some["queues"].as_array().map(|q| q.len()), Some(1), "{some}");
+    assert_eq!(some["queues"][0], *queue(&board, "support"), "SUPPORT is support");
+    assert_eq!(some["unknown_queues"], serde_json::json!(["Billing"]));
     let text = http_get(port, "/metrics").expect("metrics");
     let truth = truth();
     for name in ["support", "sales"] {

@@ -142,6 +142,40 @@ impl Config {
         Ok(config)
     }
 
+    /// What `run` needs beyond a well-formed file, checked by the binary's
+    /// `validate` and `run` before anything starts: a spool directory it can
+    /// create or write, and a credential the aggregator can accept.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn preflight(&self) -> Result<(), ConfigError> {
+        callkpi_durable::check_writable_dir(&self.spool.path).map_err(|reason| invalid("spool.path", reason))?;
+        let client_cert = self.uplink.tls.as_ref().is_some_and(|t| t.cert.is_some());
+        if self.uplink.token()?.is_none() && !client_cert {
+            return Err(invalid(
+                "uplink.token",
+                "no credential: give token or token_file, or a client certificate ([uplink.tls] cert and key)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What is valid but almost certainly a mistake: secrets left from the
+    /// examples (`change-me`), which let anyone who read them in.
+    pub fn warnings(&self) -> Vec<String> {
+        let placeholder = |s: &Secret| s.expose() == "change-me";
+        let mut out = Vec::new();
+        if self.uplink.token.as_ref().is_some_and(placeholder) {
+            out.push("uplink.token is the example's \"change-me\": give this agent a token of its own".to_owned());
+        }
+        for (i, ami) in self.sources.ami.iter().enumerate() {
+            if ami.secret.as_ref().is_some_and(placeholder) {
+                out.push(format!("sources.ami[{i}].secret is the example's \"change-me\": is it manager.conf's?"));
+            }
+        }
+        out
+    }
+
     /// Checks every value serde cannot check, and that secret files are readable.
     ///
     /// # Errors

@@ -70,7 +70,9 @@ fn init_tracing(format: LogFormat) {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".to_owned());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only where a person reads them, not in a journal or a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
@@ -78,8 +80,8 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|e| {
-        let _ = writeln!(std::io::stderr(), "callkpi-agent: {}: {e}", path.display());
+    Config::load(path).and_then(|c| c.preflight().map(|()| c)).map_err(|e| {
+        let _ = writeln!(std::io::stderr(), "callkpi-agent: {}: {}", path.display(), callkpi_durable::error_text(&e));
         ExitCode::from(EXIT_BAD_CONFIG)
     })
 }
@@ -119,10 +121,20 @@ fn tune_malloc() {}
 
 fn main() -> ExitCode {
     tune_malloc();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A bad flag is a configuration error too (64: systemd stops).
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_BAD_CONFIG) } else { ExitCode::SUCCESS };
+        }
+    };
     match cli.command {
         Command::Validate { config } => match load_config(&config) {
             Ok(cfg) => {
+                for warning in cfg.warnings() {
+                    let _ = writeln!(std::io::stderr(), "warning: {warning}");
+                }
                 let _ = writeln!(
                     std::io::stdout(),
                     "{}: valid (agent {}, site {}; sources: {} queue_log, {} AMI, {} ESL, {} HEP, {} linemon)",
@@ -145,6 +157,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_tracing(cli.log_format);
+            for warning in cfg.warnings() {
+                warn!("{warning}");
+            }
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             runtime.enable_all();
             if let Some(n) = worker_threads {
@@ -170,7 +185,7 @@ async fn run(cfg: Config, grace: Duration) -> ExitCode {
     let agent = match callkpi_agent::start(cfg, shutdown.clone()).await {
         Ok(agent) => agent,
         Err(e) => {
-            error!(error = format!("{e:#}"), "Agent failed to start.");
+            error!(error = callkpi_durable::error_text(e.as_ref()), "Agent failed to start.");
             return ExitCode::FAILURE;
         }
     };

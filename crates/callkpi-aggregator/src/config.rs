@@ -496,7 +496,47 @@ impl Config {
     }
 }
 
+/// Secrets of the shipped examples: a config that still holds one works,
+/// and lets anyone who read the example in.
+pub const PLACEHOLDER_SECRETS: &[&str] = &["change-me"];
+
 impl Config {
+    /// What `run` needs of this machine beyond a valid file, checked by the
+    /// binary's `validate` and `run` before anything starts: a store
+    /// directory it can create or write.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `store_path`.
+    pub fn preflight(&self) -> Result<(), ConfigError> {
+        callkpi_durable::check_writable_dir(&self.store_path)
+            .map_err(|reason| ConfigError::Invalid { key: "store_path".into(), reason })
+    }
+
+    /// What is valid but almost certainly a mistake: secrets left from the
+    /// examples. `validate` prints them and `run` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let placeholders: Vec<TokenDigest> = PLACEHOLDER_SECRETS.iter().map(|s| auth::digest(s)).collect();
+        let is_placeholder = |hex: &str| TokenDigest::from_hex(hex).is_ok_and(|d| placeholders.contains(&d));
+        let mut out = Vec::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            if agent.token_sha256.as_deref().is_some_and(is_placeholder) {
+                out.push(format!(
+                    "agents[{i}].token_sha256 is the example's digest of \"change-me\": anyone who read the example can deliver events as {:?}; give it a token of its own (callkpi-aggregator hash-token)",
+                    agent.id
+                ));
+            }
+        }
+        for (i, reader) in self.readers.iter().enumerate() {
+            if is_placeholder(&reader.token_sha256) {
+                out.push(format!(
+                    "readers[{i}].token_sha256 is the digest of \"change-me\": give {:?} a token of its own",
+                    reader.name
+                ));
+            }
+        }
+        out
+    }
+
     /// `[live]` and `[wallboard]`.
     fn validate_live(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, reason: String| ConfigError::Invalid { key: key.into(), reason };

@@ -57,6 +57,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
 use crate::auth::{Authenticator, Identity};
+use crate::liveness::Presence;
 use crate::metrics::{AgentLabel, CodeLabel, Metrics, ReasonLabel};
 use crate::store::{BatchToStore, EventToStore, Store, StoreError};
 
@@ -129,6 +130,8 @@ pub(crate) struct IngestState {
     pub(crate) shutdown: CancellationToken,
     /// Stream tasks, awaited at shutdown.
     pub(crate) tracker: TaskTracker,
+    /// Which agents have a live stream, for `ListAgents` and metrics.
+    pub(crate) presence: Arc<Presence>,
     sessions: Mutex<HashMap<String, Session>>,
     next_session: AtomicU64,
 }
@@ -157,6 +160,7 @@ impl IngestState {
             metrics,
             shutdown,
             tracker,
+            presence: Arc::default(),
             sessions: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
         }
@@ -182,6 +186,7 @@ impl IngestState {
             }
         }
         self.metrics.agent_connected.get_or_create(&label).set(1);
+        self.presence.connected(agent_id, crate::now_ns());
         SessionGuard { state: Arc::clone(self), agent_id: agent_id.to_owned(), id, superseded }
     }
 }
@@ -199,6 +204,7 @@ impl Drop for SessionGuard {
         let mut sessions = self.state.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if sessions.get(&self.agent_id).is_some_and(|s| s.id == self.id) {
             sessions.remove(&self.agent_id);
+            self.state.presence.disconnected(&self.agent_id);
             self.state.metrics.connected.dec();
             self.state.metrics.agent_connected.get_or_create(&AgentLabel { agent: self.agent_id.clone() }).set(0);
         }
@@ -277,14 +283,15 @@ fn open_stream(
     state: Arc<IngestState>,
     request: Request<Streaming<RawAgentMessage>>,
 ) -> Result<Response<Outbound>, Status> {
-    let peer = request.remote_addr();
+    // Logged as an address, not `Some(...)`.
+    let peer = request.remote_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     let authorization = request.metadata().get("authorization").map(|v| v.as_bytes().to_vec());
     let peer_cert = request.peer_certs().and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
     let identity = match state.auth.authenticate(authorization.as_deref(), peer_cert.as_deref()) {
         Ok(identity) => identity,
         Err(status) => {
             state.metrics.auth_failures.get_or_create(&CodeLabel { code: "unauthenticated" }).inc();
-            tracing::warn!(peer = ?peer, reason = status.message(), "Stream refused: not authenticated.");
+            tracing::warn!(%peer, reason = status.message(), "Stream refused: not authenticated.");
             return Err(status);
         }
     };
@@ -292,7 +299,7 @@ fn open_stream(
         return Err(Status::unavailable("the aggregator is shutting down"));
     }
     let (tx, rx) = mpsc::channel(16);
-    let span = tracing::info_span!("ingest_stream", peer = ?peer, agent = tracing::field::Empty);
+    let span = tracing::info_span!("ingest_stream", %peer, agent = tracing::field::Empty);
     let task_state = Arc::clone(&state);
     state.tracker.spawn(
         async move {
@@ -505,6 +512,9 @@ async fn run_stream(state: Arc<IngestState>, identity: Identity, mut inbound: St
         r.version = hello.version.clone();
         r.last_seen_ns = received_ns;
         r.spool_last_seq = hello.spool_last_seq;
+        r.spool_first_seq = hello.spool_first_seq;
+        r.spool_first_captured_ns = hello.spool_first_captured_ns;
+        r.spool_bytes = hello.spool_bytes;
         r.clock_synced = hello.clock_synced;
         if offset.is_some() {
             r.clock_offset_ns = offset;
@@ -559,6 +569,16 @@ async fn run_stream(state: Arc<IngestState>, identity: Identity, mut inbound: St
                 match store_batch(&state, &agent_id, &label, expected, batch).await {
                     Ok((last_seq, up_to_seq)) => {
                         expected = last_seq.saturating_add(1);
+                        // A busy agent sends Batches, not Heartbeats: each one
+                        // is contact, and proves its spool reached last_seq.
+                        let now = crate::now_ns();
+                        let seen = state.store.update_agent(&agent_id, |r| {
+                            r.last_seen_ns = now;
+                            r.spool_last_seq = r.spool_last_seq.max(last_seq);
+                        });
+                        if let Err(error) = seen {
+                            return storage_failure(&state, &out, &error).await;
+                        }
                         if !out.send(OutMsg::Ack(pb::Ack { up_to_seq })).await {
                             return;
                         }
@@ -572,6 +592,9 @@ async fn run_stream(state: Arc<IngestState>, identity: Identity, mut inbound: St
                 let updated = state.store.update_agent(&agent_id, |r| {
                     r.last_seen_ns = now;
                     r.spool_last_seq = hb.spool_last_seq;
+                    r.spool_first_seq = hb.spool_first_seq;
+                    r.spool_first_captured_ns = hb.spool_first_captured_ns;
+                    r.spool_bytes = hb.spool_bytes;
                     r.clock_synced = hb.clock_synced;
                     if hb.clock_offset_ns.is_some() {
                         r.clock_offset_ns = hb.clock_offset_ns;

@@ -25,8 +25,11 @@
 //!   ([`Store::events_after`], [`Store::agents`], [`Store::subscribe`]).
 //! - `ingest`: the `Ingest` stream (handshake, batches, acks, heartbeats,
 //!   rejects), as specified in `proto/callkpi/v1/ingest.proto`.
+//! - `liveness`: which agents are connected, and their delivery lag, time
+//!   since contact and time since their last event.
 //! - [`reports`]: the KPI engine following the store, and the `Reports`
-//!   service (`GetKpis`, `ListAgents`) for authenticated readers.
+//!   service (`GetKpis`, `WatchKpis`, `ListCalls`, `GetCall`, `ListAgents`)
+//!   for authenticated readers.
 //! - `metrics`: prometheus-client metrics (live per-queue gauges included)
 //!   and the `/metrics` + `/healthz` HTTP router.
 //! - `wallboard`: the wall-TV page at `/wallboard/`, its JSON and its
@@ -47,6 +50,7 @@ pub mod auth;
 pub mod config;
 mod ingest;
 mod kpi_store;
+mod liveness;
 mod metrics;
 pub mod reports;
 mod retention;
@@ -160,6 +164,7 @@ impl Aggregator {
             stop.clone(),
             tracker.clone(),
         ));
+        let presence = Arc::clone(&state.presence);
 
         let follower = reports::KpiFollower::with_config(store.clone(), follower_config(&cfg.kpi));
         tracker.spawn(Arc::clone(&follower).run(stop.clone()));
@@ -181,6 +186,7 @@ impl Aggregator {
         ));
         let reports_service =
             reports::ReportsService::new(follower, ReaderAuth::new(resolved.readers.clone()), stop.clone())
+                .with_presence(Arc::clone(&presence))
                 .into_server(cfg.max_message_bytes);
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -210,7 +216,9 @@ impl Aggregator {
             builder = builder.tls_config(tls_config).context("configuring TLS")?;
         }
         let grpc_addr = grpc.local_addr().ok();
-        let http_addr = http.local_addr().ok();
+        // Logged as addresses, not `Some(...)`.
+        let text = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let (grpc_text, http_text) = (text(grpc_addr), text(http.local_addr().ok()));
         let grpc_server = builder
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -222,13 +230,22 @@ impl Aggregator {
                 stop.clone().cancelled_owned(),
             );
         if wallboard.enabled() && !wallboard.protected() {
-            tracing::warn!(http = ?http.local_addr().ok(), "No [[readers]] configured: the wallboard is open to anyone who reaches the HTTP port.");
+            tracing::warn!(http = %http_text, "No [[readers]] configured: the wallboard is open to anyone who reaches the HTTP port.");
         }
-        let http_server = axum::serve(http, metrics::router(HttpState { metrics, store: store.clone(), wallboard }))
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let http_server = axum::serve(
+            http,
+            metrics::router(HttpState {
+                metrics,
+                store: store.clone(),
+                wallboard,
+                presence,
+                grpc_listen: grpc_addr.map_or_else(|| "its `listen` address".to_owned(), |a| a.to_string()),
+            }),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
         let mut grpc_task = tokio::spawn(grpc_server);
         let mut http_task = tokio::spawn(async move { http_server.await });
-        tracing::info!(grpc = ?grpc_addr, http = ?http_addr, tls = resolved.tls.is_some(), mtls, "Aggregator serving.");
+        tracing::info!(grpc = %grpc_text, http = %http_text, tls = resolved.tls.is_some(), mtls, "Aggregator serving.");
 
         // A server that ends before the shutdown signal is a failure.
         let failure: Option<anyhow::Error> = tokio::select! {

@@ -86,16 +86,28 @@ impl ConfigArgs {
             cfg.store_path = path.clone();
         }
         cfg.validate()?;
+        cfg.preflight()?;
         Ok(cfg)
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A bad flag is a configuration error too: 64, so that systemd's
+            // RestartPreventExitStatus stops instead of restart-looping.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
     init_tracing(cli.log_format);
     match cli.command {
         Command::Validate { config } => match config.load() {
             Ok(cfg) => {
+                for warning in cfg.warnings() {
+                    let _ = writeln!(std::io::stderr(), "warning: {warning}");
+                }
                 let _ = writeln!(
                     std::io::stdout(),
                     "{}: valid ({} agents, gRPC {}, metrics {})",
@@ -122,11 +134,14 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(e) => return bad_config(&e),
             };
+            for warning in cfg.warnings() {
+                tracing::warn!("{warning}");
+            }
             match run(cfg, Duration::from_secs(shutdown_grace_secs)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = format!("{e:#}"), "Aggregator failed.");
-                    let _ = writeln!(std::io::stderr(), "error: {e:#}");
+                    // Logged once: stderr is where the log goes.
+                    tracing::error!(error = callkpi_durable::error_text(e.as_ref()), "Aggregator failed.");
                     ExitCode::FAILURE
                 }
             }
@@ -135,7 +150,7 @@ fn main() -> ExitCode {
 }
 
 fn bad_config(e: &callkpi_aggregator::ConfigError) -> ExitCode {
-    let _ = writeln!(std::io::stderr(), "invalid configuration: {e}");
+    let _ = writeln!(std::io::stderr(), "invalid configuration: {}", callkpi_durable::error_text(e));
     ExitCode::from(EX_USAGE)
 }
 
@@ -180,7 +195,9 @@ fn init_tracing(format: LogFormat) {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only where a person reads them, not in a journal or a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),

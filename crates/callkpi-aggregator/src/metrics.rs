@@ -31,7 +31,9 @@
 //! | `callkpi_retention_events_deleted_total` | counter | | raw events deleted by `[retention]` |
 //! | `callkpi_retention_calls_deleted_total` | counter | | sealed calls removed from the index by `[retention]` |
 //! | `callkpi_agent_hwm` | gauge | agent | highest contiguous seq durably held |
-//! | `callkpi_agent_lag_seconds` | gauge | agent | now - `captured_at` of the last event stored |
+//! | `callkpi_agent_delivery_lag_seconds` | gauge | agent | age of the data the agent holds unacknowledged; 0 while connected and caught up |
+//! | `callkpi_agent_since_contact_seconds` | gauge | agent | now - the last message received from the agent |
+//! | `callkpi_agent_since_event_seconds` | gauge | agent | now - `captured_at` of the last event stored (grows while the PBX is quiet) |
 //! | `callkpi_agent_clock_offset_seconds` | gauge | agent | agent clock - aggregator clock |
 //! | `callkpi_agent_spool_bytes` | gauge | agent | agent's spool size, from its last Hello/Heartbeat |
 //! | `callkpi_agent_connected` | gauge | agent | 1 while the agent has a live stream |
@@ -68,6 +70,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use callkpi_proto::pb;
 
+use crate::liveness::Presence;
+use crate::reports::agent_liveness;
 use crate::store::Store;
 use crate::wallboard::Wallboard;
 
@@ -146,7 +150,9 @@ pub(crate) struct Metrics {
     retention_events: Counter,
     retention_calls: Counter,
     hwm: Family<AgentLabel, Gauge>,
-    lag: Family<AgentLabel, FloatGauge>,
+    delivery_lag: Family<AgentLabel, FloatGauge>,
+    since_contact: Family<AgentLabel, FloatGauge>,
+    since_event: Family<AgentLabel, FloatGauge>,
     clock_offset: Family<AgentLabel, FloatGauge>,
     pub(crate) spool_bytes: Family<AgentLabel, Gauge>,
     pub(crate) agent_connected: Family<AgentLabel, Gauge>,
@@ -191,7 +197,9 @@ impl Metrics {
             retention_events: Counter::default(),
             retention_calls: Counter::default(),
             hwm: Family::default(),
-            lag: Family::default(),
+            delivery_lag: Family::default(),
+            since_contact: Family::default(),
+            since_event: Family::default(),
             clock_offset: Family::default(),
             spool_bytes: Family::default(),
             agent_connected: Family::default(),
@@ -261,12 +269,18 @@ impl Metrics {
             m.retention_calls.clone(),
         );
         registry.register("agent_hwm", "Highest contiguous seq durably held per agent", m.hwm.clone());
-        registry.register_with_unit(
-            "agent_lag",
-            "Now minus captured_at of the agent's last stored event",
-            Unit::Seconds,
-            m.lag.clone(),
-        );
+        let lags = [
+            (
+                "agent_delivery_lag",
+                "Age of the data the agent holds unacknowledged; 0 while connected and caught up",
+                &m.delivery_lag,
+            ),
+            ("agent_since_contact", "Time since the last message received from the agent", &m.since_contact),
+            ("agent_since_event", "Time since the capture of the agent's last stored event", &m.since_event),
+        ];
+        for (name, help, family) in lags {
+            registry.register_with_unit(name, help, Unit::Seconds, family.clone());
+        }
         registry.register_with_unit(
             "agent_clock_offset",
             "Agent wall clock minus aggregator wall clock",
@@ -378,7 +392,14 @@ impl Metrics {
         }
     }
 
-    fn render(&self, store: &Store, live: Option<&pb::LiveSnapshot>, kpi: KpiWindow, now_ns: i64) -> String {
+    fn render(
+        &self,
+        store: &Store,
+        presence: &Presence,
+        live: Option<&pb::LiveSnapshot>,
+        kpi: KpiWindow,
+        now_ns: i64,
+    ) -> String {
         let _serial = self.render_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(snap) = live {
             self.set_queues(snap);
@@ -396,7 +417,7 @@ impl Metrics {
         match store.agents() {
             Ok(records) => {
                 for r in records {
-                    let label = AgentLabel { agent: r.agent_id };
+                    let label = AgentLabel { agent: r.agent_id.clone() };
                     // Records exist only for agents that passed authentication
                     // (configured ones), but a store can outlive its config:
                     // only label agents that already have series.
@@ -404,8 +425,13 @@ impl Metrics {
                         continue;
                     }
                     self.hwm.get_or_create(&label).set(i64::try_from(r.hwm).unwrap_or(i64::MAX));
-                    if let Some(captured) = r.last_captured_ns {
-                        self.lag.get_or_create(&label).set((now_ns.saturating_sub(captured)) as f64 / 1e9);
+                    let l = agent_liveness(&r, presence.since(&r.agent_id).is_some(), now_ns);
+                    self.delivery_lag.get_or_create(&label).set(l.delivery_lag_s);
+                    if let Some(s) = l.since_contact_s {
+                        self.since_contact.get_or_create(&label).set(s);
+                    }
+                    if let Some(s) = l.since_event_s {
+                        self.since_event.get_or_create(&label).set(s);
                     }
                     if let Some(offset) = r.clock_offset_ns {
                         self.clock_offset.get_or_create(&label).set(offset as f64 / 1e9);
@@ -429,13 +455,52 @@ pub(crate) struct HttpState {
     pub(crate) store: Store,
     /// Live per-queue figures (and the wallboard routes when enabled).
     pub(crate) wallboard: Arc<Wallboard>,
+    /// Which agents are connected.
+    pub(crate) presence: Arc<Presence>,
+    /// The gRPC address, for whoever knocks on the wrong port.
+    pub(crate) grpc_listen: String,
 }
 
-/// `/metrics` and `/healthz`, and the wallboard's routes when it is enabled.
+/// `/metrics` and `/healthz`, and the wallboard's routes when it is enabled;
+/// `/` says what is where, and a gRPC call on this port is told the right one.
 pub(crate) fn router(state: HttpState) -> axum::Router {
     let wallboard = Arc::clone(&state.wallboard);
-    let router = axum::Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(state);
+    let index = index_text(wallboard.enabled(), &state.grpc_listen);
+    let grpc_listen = state.grpc_listen.clone();
+    let router = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/", get(move || async move { index }))
+        .fallback(move |req: axum::extract::Request| wrong_port(req, grpc_listen.clone()))
+        .with_state(state);
     if wallboard.enabled() { router.merge(crate::wallboard::router(wallboard)) } else { router }
+}
+
+fn index_text(wallboard: bool, grpc_listen: &str) -> String {
+    let board = if wallboard { "/wallboard/  the wall-screen page (a reader token: ?token=...)\n" } else { "" };
+    format!(
+        "callkpi aggregator, HTTP port.\n{board}/metrics     Prometheus metrics\n/healthz     liveness\n\
+         gRPC (agents, callkpi report/watch/agents) is on {grpc_listen}.\n"
+    )
+}
+
+/// 404, except for a gRPC call: a gRPC error saying where gRPC is, which
+/// `callkpi report --server` pointed here prints.
+async fn wrong_port(req: axum::extract::Request, grpc_listen: String) -> axum::response::Response {
+    let grpc = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let message = format!("this is the aggregator's HTTP port (metrics, wallboard); gRPC is on {grpc_listen}");
+    // A trailers-only gRPC response: status in the headers, no body.
+    let mut r = StatusCode::OK.into_response();
+    let headers = r.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/grpc"));
+    headers.insert("grpc-status", header::HeaderValue::from_static("14"));
+    if let Ok(v) = header::HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", v);
+    }
+    r
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
@@ -448,7 +513,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         let f = state.wallboard.follower();
         let (w, sealed, reopened) = f.window();
         let kpi = (w, sealed, reopened, f.late_beyond_retention());
-        state.metrics.render(&state.store, live.as_ref().ok(), kpi, now)
+        state.metrics.render(&state.store, &state.presence, live.as_ref().ok(), kpi, now)
     };
     match tokio::task::spawn_blocking(render).await {
         Ok(body) => (

@@ -191,7 +191,8 @@ pub struct AgentRecord {
     pub site: String,
     /// Agent software version from its last Hello.
     pub version: String,
-    /// Aggregator wall clock when the agent last sent anything, Unix ns.
+    /// Aggregator wall clock when the agent last sent anything (Hello,
+    /// Batch or Heartbeat), Unix ns.
     pub last_seen_ns: i64,
     /// Agent wall clock minus aggregator wall clock, ns (ingest.proto's
     /// sign): the agent's own estimate from its last Heartbeat, else the
@@ -210,10 +211,19 @@ pub struct AgentRecord {
     pub events_quarantined: u64,
     /// Seqs declared absent by the agent (dropped by its spool's byte cap).
     pub events_lost: u64,
-    /// Highest seq in the agent's spool at its last Hello or Heartbeat: when
-    /// it is at or below `hwm`, the agent had delivered everything it had
-    /// at `last_seen_ns` (reports use this for completeness).
+    /// Highest seq in the agent's spool at its last Hello, Heartbeat or
+    /// Batch (a Batch proves the spool held its last seq): when it is at or
+    /// below `hwm`, the agent had delivered everything it had at
+    /// `last_seen_ns` (reports use this for completeness).
     pub spool_last_seq: u64,
+    /// Lowest seq in the agent's spool at its last Hello or Heartbeat (0
+    /// when empty): its oldest unacknowledged event while above `hwm`.
+    pub spool_first_seq: u64,
+    /// `captured_at_ns` of the event at `spool_first_seq` (agent clock), 0
+    /// when the spool was empty.
+    pub spool_first_captured_ns: i64,
+    /// Bytes in the agent's spool at its last Hello or Heartbeat.
+    pub spool_bytes: u64,
 }
 
 /// "Agent X now durably holds every seq up to N": sent after each ingest's

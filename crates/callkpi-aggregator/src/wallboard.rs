@@ -99,6 +99,8 @@ struct Board {
     queues: Vec<QueueBoard>,
     /// Offices whose data is not all in.
     behind: Vec<Behind>,
+    /// Names in `?queues=` that match no queue today (any case matches).
+    unknown_queues: Vec<String>,
 }
 
 /// `[wallboard]` colour thresholds, echoed so the page can say what they are.
@@ -240,10 +242,10 @@ impl Wallboard {
         self.readers.is_some()
     }
 
-    /// A live query for `time_zone` and `queues`, with `[live]`'s thresholds.
-    fn live_query(&self, time_zone: &str, queues: &[String]) -> pb::LiveQuery {
+    /// A live query of every queue for `time_zone`, with `[live]`'s thresholds.
+    fn live_query(&self, time_zone: &str) -> pb::LiveQuery {
         pb::LiveQuery {
-            queues: queues.to_vec(),
+            queues: Vec::new(),
             sites: Vec::new(),
             min_interval_ms: 0,
             sl_thresholds_s: self.live.sl_thresholds_s.clone(),
@@ -254,13 +256,15 @@ impl Wallboard {
 
     /// The live snapshot in `[live]`'s zone and thresholds, for `/metrics`. Blocking.
     pub(crate) fn metrics_snapshot(&self, now_ns: i64) -> Result<pb::LiveSnapshot, String> {
-        self.follower.live(&self.live_query(&self.live.time_zone, &[]), now_ns)
+        self.follower.live(&self.live_query(&self.live.time_zone), now_ns)
     }
 
     /// The board of `view` as of `now_ns`. Blocking (store reads, engine lock).
     fn board(&self, view: &View, now_ns: i64) -> Result<Board, String> {
         use callkpi_core::time::{parse_tz, rfc3339};
-        let snap = self.follower.live(&self.live_query(&view.time_zone, &view.queues), now_ns)?;
+        // All queues, then those of ?queues= whatever their case.
+        let mut snap = self.follower.live(&self.live_query(&view.time_zone), now_ns)?;
+        let unknown_queues = crate::reports::select_queues(&mut snap.queues, &view.queues);
         let records = self.store.agents().map_err(|e| e.to_string())?;
         let tz = parse_tz(&view.time_zone)?;
         // "2026-11-25T15:04:05+01:00"
@@ -334,6 +338,7 @@ impl Wallboard {
             },
             queues,
             behind,
+            unknown_queues,
         })
     }
 
@@ -623,6 +628,7 @@ mod tests {
             colours: Colours { sl_green_pct: 80, sl_amber_pct: 70, abandon_amber_pct: 5, abandon_red_pct: 10 },
             queues: Vec::new(),
             behind: Vec::new(),
+            unknown_queues: Vec::new(),
         };
         assert!(b.same_figures(&Board { at_ns: 2, ..b.clone() }));
         assert!(!b.same_figures(&Board { time: "15:05".into(), ..b.clone() }));

@@ -212,12 +212,17 @@ pub struct ReportOptions {
     /// Whether a transfer to another agent means not resolved at first contact.
     #[arg(long = "fcr-transfer-breaks", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub fcr_transfer_breaks: bool,
-    /// Only rows from this instant (RFC 3339).
+    /// Only rows from this instant (RFC 3339). `report` without it: from
+    /// midnight today in --tz (1970-01-01T00:00:00Z for everything).
     #[arg(long)]
     pub from: Option<jiff::Timestamp>,
     /// Only rows before this instant (RFC 3339).
     #[arg(long)]
     pub to: Option<jiff::Timestamp>,
+    /// Table form: also print rows without a call (an agent logged in and
+    /// idle, a group with nothing offered); CSV and JSON have them all.
+    #[arg(long)]
+    pub all_rows: bool,
 }
 
 /// `--sl-formula` values.
@@ -381,8 +386,17 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                 if let Some(e) = m.csv_header_error() {
                     anyhow::bail!("{}: {e}", path.display());
                 }
-                if let Some(bad) = m.last_malformed() {
-                    tracing::warn!(path = %path.display(), ?bad, count = m.unparsed().malformed, "Skipped malformed queue_log records.");
+                // A file with no record at all is refused below, in one sentence.
+                if let Some(bad) = m.last_malformed()
+                    && !ev.is_empty()
+                {
+                    tracing::warn!(
+                        path = %path.display(),
+                        last_at_byte = bad.at,
+                        last_error = %bad.error,
+                        count = m.unparsed().malformed,
+                        "Skipped malformed queue_log records."
+                    );
                 }
                 (ev, SourceKind::AsteriskQueueLog, m.unparsed().clone())
             }
@@ -430,6 +444,9 @@ pub fn run(a: &AnalyzeArgs) -> anyhow::Result<AnalyzeOutput> {
                 (ev, SourceKind::AsteriskAmi, un)
             }
         };
+        if events.is_empty() {
+            return Err(anyhow::anyhow!(not_this_format(path, kind, &bytes)));
+        }
         merge_unparsed(&mut unparsed, &file_unparsed);
         let agent_id = format!("file:{n}");
         let count = events.len() as u64;
@@ -478,6 +495,43 @@ fn log_exit_resolution(path: &std::path::Path, r: callkpi_feeds::ami::ExitResolu
         refused = r.refused,
         "AMI queue exits told apart by {rule}."
     );
+}
+
+/// What a file that gave no event of `kind` seems to be, as one sentence
+/// naming the option that reads it.
+fn not_this_format(path: &std::path::Path, kind: &str, bytes: &[u8]) -> String {
+    let name = match kind {
+        "queue_log" => "queue_log record",
+        "ami" => "AMI event",
+        "esl" => "FreeSWITCH event",
+        _ => "SIP call",
+    };
+    let path = path.display();
+    if bytes.is_empty() {
+        return format!("{path} is empty: no {name} to read");
+    }
+    let head = &bytes[..bytes.len().min(64 * 1024)];
+    let text = String::from_utf8_lossy(head);
+    let first = text.lines().next().unwrap_or_default();
+    let magic = head.get(..4).unwrap_or_default();
+    let guess = if [&[0xd4, 0xc3, 0xb2, 0xa1][..], &[0xa1, 0xb2, 0xc3, 0xd4], &[0x0a, 0x0d, 0x0d, 0x0a], b"HEP3"]
+        .contains(&magic)
+    {
+        Some(("a packet capture", "--hep"))
+    } else if text.contains("Asterisk Call Manager") || text.contains("\nEvent: ") || text.starts_with("Event: ") {
+        Some(("an AMI transcript", "--ami"))
+    } else if text.contains("Event-Name: ") {
+        Some(("a FreeSWITCH event-socket stream", "--esl"))
+    } else if first.split('|').count() >= 5 && first.split('|').next().is_some_and(|t| t.parse::<f64>().is_ok()) {
+        Some(("an Asterisk queue_log", "--queue-log"))
+    } else {
+        None
+    };
+    match guess {
+        Some((what, option)) => format!("no {name} found in {path}: is it {what}? try {option}"),
+        None if head.contains(&0) => format!("{path} is a binary file: no {name} found in it"),
+        None => format!("no {name} found in {path}"),
+    }
 }
 
 /// The SIP tracker configuration from the `--sip-*` flags.
@@ -646,7 +700,7 @@ pub fn ingest_all(engine: &mut Engine, events: Vec<FeedEvent>, agent_id: &str, s
 /// As [`run`], and on write errors.
 pub fn main(a: &AnalyzeArgs) -> anyhow::Result<()> {
     let out = run(a)?;
-    output::write(&out, a.report.format, &mut std::io::stdout().lock())
+    output::write(&out, a.report.format, a.report.all_rows, &mut std::io::stdout().lock())
 }
 
 #[cfg(test)]
@@ -783,7 +837,7 @@ mod hep_default_queues {
         let p = out.inputs[0].sip_queue_placements.as_ref().expect("hep input says how calls were placed");
         assert_eq!((p.by_dialled_number, p.total()), (50, 50), "{p}");
         let mut table = Vec::new();
-        output::write(&out, Format::Table, &mut table).expect("table");
+        output::write(&out, Format::Table, false, &mut table).expect("table");
         let table = String::from_utf8(table).expect("utf-8");
         assert!(table.contains("50 in a queue named after the dialled number (the default)"), "{table}");
     }

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::analyze::UsageError;
 use crate::output::Format;
-use crate::report::{Client, Connection, connect};
+use crate::report::{Client, Connection, connect, status_error};
 
 /// Options of `callkpi calls`.
 #[derive(Debug, Args)]
@@ -91,10 +91,6 @@ pub struct CallsOutput {
     pub truncated: bool,
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", s.code(), s.message())
-}
-
 fn nanos(t: jiff::Timestamp) -> i64 {
     i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX)
 }
@@ -134,7 +130,7 @@ async fn list_with(client: &mut Client, a: &CallsArgs, from_ns: i64, to_ns: i64)
             page_token,
             site: a.site.clone().unwrap_or_default(),
         };
-        let page = client.list_calls(query).await.map_err(status)?.into_inner();
+        let page = client.list_calls(query).await.map_err(status_error)?.into_inner();
         calls.extend(page.calls);
         if page.next_page_token.is_empty() {
             return Ok(CallsOutput { calls, truncated: false });
@@ -159,7 +155,7 @@ pub async fn show(a: &CallArgs) -> anyhow::Result<pb::CallTimeline> {
     }
     let mut client = connect(&a.conn).await?;
     let call = pb::CallRef { call_id: a.id.clone(), site: a.site.clone() };
-    Ok(client.get_call(call).await.map_err(status)?.into_inner())
+    Ok(client.get_call(call).await.map_err(status_error)?.into_inner())
 }
 
 /// Runs `calls` and writes its output to stdout.

@@ -308,6 +308,7 @@ async fn run(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
         token: Some(reader_token.clone()),
         token_file: None,
         ca: None,
+        tls_domain: None,
     };
     let intro = Intro { a, dir, grpc: conn.server.clone(), http: format!("http://{http_addr}"), token: reader_token };
     let tty = std::io::stdout().is_terminal();
@@ -344,7 +345,7 @@ async fn run(a: &DemoArgs, dir: &Path) -> anyhow::Result<()> {
                 out,
                 "Final KPIs per queue (Reports.GetKpis over the demo's data, as `callkpi analyze` prints them):"
             )?;
-            output::write(&report, Format::Table, &mut out)?;
+            output::write(&report, Format::Table, false, &mut out)?;
         }
         Err(e) => writeln!(out, "No final table: {e:#}")?,
     }
@@ -393,7 +394,9 @@ async fn final_report(conn: &Connection) -> anyhow::Result<crate::analyze::Analy
         #[command(flatten)]
         report: ReportOptions,
     }
-    let report = Final::try_parse_from(["demo", "--by", "queue", "--interval", "all"])?.report;
+    let everything = ["--from", "1970-01-01T00:00:00Z"];
+    let report =
+        Final::try_parse_from([&["demo", "--by", "queue", "--interval", "all"][..], &everything].concat())?.report;
     let args = ReportArgs { conn: conn.clone(), report };
     tokio::time::timeout(Duration::from_secs(20), report::run(&args)).await.context("GetKpis timed out")?
 }

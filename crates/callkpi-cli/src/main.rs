@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use callkpi_cli::{analyze, calls, demo, report, spool, watch};
+use callkpi_cli::{agents, analyze, calls, demo, report, spool, watch};
 
 /// Contact-centre KPIs from the telephone system itself.
 #[derive(Debug, Parser)]
@@ -35,9 +35,13 @@ enum Command {
     /// Live per-queue figures from a running aggregator (gRPC Reports.WatchKpis), redrawn in place.
     Watch(watch::WatchArgs),
     /// Calls in a range from a running aggregator (gRPC Reports.ListCalls), newest first.
+    #[command(after_help = "Every field and outcome: docs/calls.md.")]
     Calls(calls::CallsArgs),
     /// One call's timeline (events, queue visits, agent segments) from a running aggregator (gRPC Reports.GetCall).
+    #[command(after_help = "Every field, outcome and event of a timeline: docs/calls.md.")]
     Call(calls::CallArgs),
+    /// Every agent the aggregator knows: connected, delivery lag, last contact (gRPC Reports.ListAgents).
+    Agents(agents::AgentsArgs),
     /// Inspect an agent's spool directory.
     #[command(subcommand)]
     Spool(spool::SpoolCommand),
@@ -52,7 +56,9 @@ fn init_tracing(format: LogFormat) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .map_or_else(|| EnvFilter::new("warn"), EnvFilter::new);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only where a person reads them, not in a journal or a file.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -60,7 +66,15 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; every bad option or value is
+            // a usage error (64, as for a bad --tz), not clap's own 2.
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
     init_tracing(cli.log_format);
     let result = match &cli.command {
         Command::Demo(a) => demo::main(a),
@@ -69,14 +83,17 @@ fn main() -> ExitCode {
         Command::Watch(a) => watch::main(a),
         Command::Calls(a) => calls::list_main(a),
         Command::Call(a) => calls::show_main(a),
+        Command::Agents(a) => agents::main(a),
         Command::Spool(spool::SpoolCommand::Status(a)) => spool::status(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `callkpi analyze | head`: the reader has all it wanted.
+        Err(e) if callkpi_cli::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             #[allow(clippy::print_stderr)]
             {
-                eprintln!("callkpi: {e:#}");
+                eprintln!("callkpi: {}", callkpi_cli::error_text(&e));
             }
             if e.downcast_ref::<analyze::UsageError>().is_some() { ExitCode::from(EX_USAGE) } else { ExitCode::FAILURE }
         }

@@ -1,8 +1,15 @@
 //! `callkpi watch`: live per-queue figures from a running aggregator
 //! (`Reports.WatchKpis`), redrawn in place on a terminal, or one JSON object
 //! per snapshot for scripts.
+//!
+//! When the aggregator goes away (restart, network), `watch` says so on
+//! stderr and reconnects with a doubling backoff (1 s to 30 s); it ends with
+//! an error only when retrying cannot help: a bad option, or a token the
+//! aggregator refuses. Screen-clearing codes are written to a terminal
+//! only: piped, each table is followed by a blank line.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use callkpi_proto::pb;
@@ -10,7 +17,8 @@ use clap::{Args, ValueEnum};
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 
-use crate::report::{Connection, connect};
+use crate::analyze::UsageError;
+use crate::report::{Connection, connect, status_error};
 
 /// Options of `callkpi watch`.
 #[derive(Debug, Args)]
@@ -18,7 +26,7 @@ pub struct WatchArgs {
     /// Where and how to connect.
     #[command(flatten)]
     pub conn: Connection,
-    /// Only these queues (repeatable); all by default.
+    /// Only these queues (repeatable, any case); all by default.
     #[arg(long = "queue")]
     pub queues: Vec<String>,
     /// Service level thresholds, seconds, comma separated.
@@ -98,37 +106,106 @@ pub(crate) fn table(s: &pb::LiveSnapshot, thresholds: &[u32]) -> String {
     out
 }
 
-/// Streams snapshots to stdout.
-///
-/// # Errors
-/// On bad options, a connection failure or a refusal.
-pub async fn run(a: &WatchArgs) -> anyhow::Result<()> {
-    let mut client = connect(&a.conn).await?;
+/// Why one connection ended.
+enum End {
+    /// `--count` snapshots were shown.
+    Done,
+    /// The stream or connection ended; retrying may help.
+    Lost(anyhow::Error),
+}
+
+/// Whether an error from the aggregator is final: retrying cannot help.
+fn is_final(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument | Code::Unimplemented)
+}
+
+/// A refusal: `Err` when final, else a lost connection.
+fn refused(s: tonic::Status) -> anyhow::Result<End> {
+    if is_final(&s) { Err(status_error(s)) } else { Ok(End::Lost(status_error(s))) }
+}
+
+/// One connection: snapshots until it ends or `--count` is reached.
+async fn stream_once(a: &WatchArgs, seen: &mut u64, tty: bool) -> anyhow::Result<End> {
+    let mut client = match connect(&a.conn).await {
+        Ok(c) => c,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => return Err(e),
+        Err(e) => return Ok(End::Lost(e)),
+    };
+    // Every queue, then --queue's whatever their case.
     let query = pb::LiveQuery {
-        queues: a.queues.clone(),
+        queues: Vec::new(),
         sites: Vec::new(),
         min_interval_ms: 500,
         sl_thresholds_s: a.sl_thresholds.clone(),
         time_zone: a.tz.clone(),
         include_agents: false,
     };
-    let mut stream =
-        client.watch_kpis(query).await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?.into_inner();
-    let mut seen = 0;
+    let mut stream = match client.watch_kpis(query).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return refused(s),
+    };
     let mut stdout = std::io::stdout().lock();
-    while let Some(snap) = stream.message().await.map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))? {
+    loop {
+        let mut snap = match stream.message().await {
+            Ok(Some(snap)) => snap,
+            Ok(None) => return Ok(End::Lost(anyhow::anyhow!("the aggregator ended the stream"))),
+            Err(s) => return refused(s),
+        };
+        let unknown = callkpi_aggregator::reports::select_queues(&mut snap.queues, &a.queues);
+        let mut text = table(&snap, &a.sl_thresholds);
+        if !unknown.is_empty() {
+            text.push_str(&format!("\n! no queue named {} today", unknown.join(", ")));
+        }
         match a.format {
-            WatchFormat::Json => writeln!(stdout, "{}", snapshot_json(&snap))?,
+            WatchFormat::Json => {
+                let mut doc = snapshot_json(&snap);
+                doc["unknown_queues"] = json!(unknown);
+                writeln!(stdout, "{doc}")?;
+            }
             // Home the cursor and clear, then draw: the table redraws in place.
-            WatchFormat::Table => writeln!(stdout, "\x1b[H\x1b[2J{}", table(&snap, &a.sl_thresholds))?,
+            WatchFormat::Table if tty => writeln!(stdout, "\x1b[H\x1b[2J{text}")?,
+            WatchFormat::Table => writeln!(stdout, "{text}\n")?,
         }
         stdout.flush()?;
-        seen += 1;
-        if a.count > 0 && seen >= a.count {
-            break;
+        *seen += 1;
+        if a.count > 0 && *seen >= a.count {
+            return Ok(End::Done);
         }
     }
-    Ok(())
+}
+
+/// First wait before reconnecting, and the longest.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
+
+/// Streams snapshots to stdout, reconnecting when the aggregator goes away.
+///
+/// # Errors
+/// On bad options, a refusal that retrying cannot mend (authentication), or
+/// a write error.
+pub async fn run(a: &WatchArgs) -> anyhow::Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    let mut seen = 0;
+    let mut backoff = BACKOFF.0;
+    loop {
+        let before = seen;
+        match stream_once(a, &mut seen, tty).await? {
+            End::Done => return Ok(()),
+            End::Lost(e) => {
+                if seen > before {
+                    backoff = BACKOFF.0;
+                }
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "callkpi watch: {}; reconnecting in {} s...",
+                    crate::error_text(&e),
+                    backoff.as_secs()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF.1);
+            }
+        }
+    }
 }
 
 /// Runs `watch`.

@@ -157,6 +157,11 @@ fn a_fully_replayed_recording_gives_the_figures_of_analyze() {
 
     assert!(theirs.contains_key("support") && theirs.contains_key("sales"), "analyze's rows: {theirs:?}");
     assert_eq!(ours, theirs, "the demo's final table equals analyze's on the same recording");
+    assert_eq!(ours.keys().collect::<Vec<_>>(), ["sales", "support"], "no empty '-' group row:\n{final_part}");
+    // A row marked incomplete says why.
+    if final_part.lines().any(|l| l.starts_with('│') && l.contains(" * ")) {
+        assert!(final_part.contains("* = incomplete: "), "incomplete rows give their reason:\n{final_part}");
+    }
     assert!(dir_entries(tmp.path()).is_empty(), "the demo's data is removed: {:?}", dir_entries(tmp.path()));
 }
 
@@ -192,7 +197,7 @@ fn ctrl_c_shuts_down_cleanly_and_removes_the_data() {
 #[test]
 fn bad_options_are_refused_before_anything_starts() {
     let tmp = tempfile::tempdir().unwrap();
-    for (args, code) in [(&["--speed", "0.5"][..], 64), (&["--speed", "NaN"][..], 64), (&["--no-recording"][..], 2)] {
+    for (args, code) in [(&["--speed", "0.5"][..], 64), (&["--speed", "NaN"][..], 64), (&["--no-recording"][..], 64)] {
         let out = Command::new(BIN).arg("demo").args(args).env("TMPDIR", tmp.path()).output().expect("callkpi demo");
         assert_eq!(out.status.code(), Some(code), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -53,6 +53,7 @@ fn analyze(feed: Feed, by: Vec<GroupBy>, formula: SlFormulaArg) -> AnalyzeOutput
             fcr_transfer_breaks: false,
             from: None,
             to: None,
+            all_rows: false,
         },
         site: "run-a".into(),
         queue_log_tz: "UTC".into(),

@@ -127,6 +127,64 @@ pub struct Durable {
     synced_blobs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<std::ffi::OsString>>>,
 }
 
+/// An error and its causes on one line, each cause once, as the binaries
+/// print a failure. Many errors here and in the libraries below (sled,
+/// tonic, std) repeat their source in their own message, so `{:#}` would
+/// say "No such file or directory (os error 2): No such file or directory
+/// (os error 2)"; a cause whose text was already said is left out.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// Whether a store could live at `dir`: an existing directory we can write
+/// in, or a path whose nearest existing ancestor is a directory we can
+/// create it in. For `validate` commands, so that a path `open` would fail
+/// on is reported before a service starts (and restarts, and restarts).
+/// Writing is tested by creating and removing a probe file: permission bits
+/// say nothing of read-only mounts, ACLs or root.
+///
+/// # Errors
+/// One sentence saying why not.
+pub fn check_writable_dir(dir: &Path) -> Result<(), String> {
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return Err(format!("{} is not a directory", existing.display()));
+    }
+    // Unique per call: two checks of one directory may run at once.
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = existing.join(format!(".callkpi-write-test-{}-{n}", std::process::id()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if existing == dir => Err(format!("cannot write in {}: {e}", dir.display())),
+        Err(e) => Err(format!("cannot create {}: {} is not writable: {e}", dir.display(), existing.display())),
+    }
+}
+
 impl Durable {
     /// Opens (or creates) the store in `dir`, quarantining it if it cannot be opened.
     ///
@@ -432,6 +490,21 @@ pub mod frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writable_dirs_are_told_from_impossible_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(check_writable_dir(tmp.path()), Ok(()));
+        assert_eq!(check_writable_dir(&tmp.path().join("a/b/store")), Ok(()), "created at open");
+        assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none(), "no probe left behind");
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = check_writable_dir(&file.join("store")).unwrap_err();
+        assert!(err.contains("is not a directory"), "{err}");
+        // /proc refuses new files even to root.
+        let err = check_writable_dir(Path::new("/proc/forbidden/store")).unwrap_err();
+        assert!(err.starts_with("cannot create /proc/forbidden/store: /proc is not writable"), "{err}");
+    }
 
     #[test]
     fn frames_round_trip_with_gaps_and_stay_under_their_target() {

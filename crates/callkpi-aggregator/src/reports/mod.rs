@@ -17,7 +17,9 @@
 //! captured. (Before the engine holds any event of it: the capture time of
 //! its last stored event moved onto the aggregator's clock, or 0.) A row
 //! is complete when every known agent has delivered past its end.
-//! `ListAgents.lag_s` stays on the wall clock, as `reports.proto` defines it.
+//! `ListAgents.lag_s` stays on the wall clock, as `reports.proto` defines it:
+//! the delivery lag of the `liveness` module, 0 while an agent is connected
+//! and caught up.
 //!
 //! `WatchKpis` pushes a [`pb::LiveSnapshot`] whenever it changes (checked
 //! after every ingest and at least every `min_interval_ms`, default 1 s):
@@ -56,6 +58,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::auth::ReaderAuth;
+use crate::liveness::{Liveness, Presence, liveness};
+use crate::store::AgentRecord;
 
 /// The `Reports` gRPC service.
 #[derive(Clone)]
@@ -64,6 +68,7 @@ pub struct ReportsService {
     readers: ReaderAuth,
     defaults: KpiParams,
     shutdown: CancellationToken,
+    presence: Arc<Presence>,
 }
 
 impl std::fmt::Debug for ReportsService {
@@ -80,7 +85,14 @@ impl ReportsService {
         if let Some(max) = follower.fcr_max_window_s() {
             defaults.fcr_window_s = defaults.fcr_window_s.min(max);
         }
-        Self { follower, readers, defaults, shutdown }
+        Self { follower, readers, defaults, shutdown, presence: Arc::default() }
+    }
+
+    /// Shares the Ingest service's view of which agents are connected.
+    #[must_use]
+    pub(crate) fn with_presence(mut self, presence: Arc<Presence>) -> Self {
+        self.presence = presence;
+        self
     }
 
     /// The tonic server for this service.
@@ -206,27 +218,64 @@ impl pb::reports_server::Reports for ReportsService {
         let agents = agents
             .into_iter()
             .map(|a| {
-                let wm = delivered_until(&a);
+                let connected_since_ns = self.presence.since(&a.agent_id);
+                let live = agent_liveness(&a, connected_since_ns.is_some(), now);
                 pb::AgentInfo {
                     agent_id: a.agent_id.clone(),
                     site: a.site.clone(),
                     version: a.version.clone(),
-                    connected: false,
+                    connected: connected_since_ns.is_some(),
                     last_seen_ns: a.last_seen_ns,
                     acked_seq: a.hwm,
-                    lag_s: (now - wm.delivered_until).max(0) as f64 / 1e9,
+                    lag_s: live.delivery_lag_s,
                     clock_offset_ms: a.clock_offset_ns.map(|ns| ns / 1_000_000),
-                    oldest_unacked_ns: None,
+                    oldest_unacked_ns: live.oldest_unacked_ns,
                     clock_synced: a.clock_synced,
                     spool_last_seq: a.spool_last_seq,
-                    spool_bytes: 0,
+                    spool_bytes: a.spool_bytes,
                     lost_events: a.events_lost,
                     quarantined_events: a.events_quarantined,
-                    connected_since_ns: None,
+                    connected_since_ns,
                 }
             })
             .collect();
         Ok(Response::new(pb::AgentList { agents }))
+    }
+}
+
+/// Keeps the queues named in `wanted`, whatever their case (all when
+/// `wanted` is empty: people type "Support" for "support"). Returns the
+/// wanted names that match no queue, to say so rather than show nothing.
+pub fn select_queues(queues: &mut Vec<pb::QueueLive>, wanted: &[String]) -> Vec<String> {
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    queues.retain(|q| wanted.iter().any(|w| w.eq_ignore_ascii_case(&q.queue)));
+    let mut unknown: Vec<String> =
+        wanted.iter().filter(|w| !queues.iter().any(|q| w.eq_ignore_ascii_case(&q.queue))).cloned().collect();
+    unknown.sort();
+    unknown.dedup();
+    unknown
+}
+
+/// [`liveness`] with the reports' own watermark of `a`.
+pub(crate) fn agent_liveness(a: &AgentRecord, connected: bool, now_ns: i64) -> Liveness {
+    liveness(a, connected, delivered_until(a).delivered_until, now_ns)
+}
+
+#[cfg(test)]
+mod select_tests {
+    use super::*;
+
+    #[test]
+    fn queues_are_matched_whatever_their_case_and_unknown_names_are_returned() {
+        let q = |name: &str| pb::QueueLive { queue: name.into(), ..Default::default() };
+        let mut queues = vec![q("support"), q("sales"), q("VIP")];
+        let unknown = select_queues(&mut queues, &["Support".into(), "vip".into(), "billing".into()]);
+        assert_eq!(queues.iter().map(|q| q.queue.as_str()).collect::<Vec<_>>(), ["support", "VIP"]);
+        assert_eq!(unknown, ["billing"]);
+        let mut all = vec![q("support")];
+        assert!(select_queues(&mut all, &[]).is_empty() && all.len() == 1);
     }
 }
 

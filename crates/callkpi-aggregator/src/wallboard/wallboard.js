@@ -137,9 +137,13 @@
     byId("empty").hidden = cards.length > 0;
 
     const c = board.colours;
-    byId("legend").textContent =
+    const headline = board.sl_thresholds_s[0];
+    const unknown = board.unknown_queues.length === 0 ? "" :
+      "No queue named " + board.unknown_queues.join(", ") + " today. ";
+    byId("legend").textContent = unknown +
+      "Waiting: amber while a caller waits. Longest wait: red above " + headline + " s. " +
       "Service level: green ≥ " + c.sl_green_pct + "%, amber ≥ " + c.sl_amber_pct + "%, red below. " +
-      "Abandoned: red ≥ " + c.abandon_red_pct + "%, amber ≥ " + c.abandon_amber_pct + "%. " +
+      "Abandoned: red ≥ " + c.abandon_red_pct + "%, amber ≥ " + c.abandon_amber_pct + "%, green below. " +
       "Today starts at midnight " + board.time_zone + ".";
   }
 

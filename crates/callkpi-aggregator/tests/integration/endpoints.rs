@@ -97,7 +97,10 @@ async fn metrics_and_healthz_are_served() {
         "callkpi_agent_hwm{agent=\"agent-a\"} 3",
         "callkpi_agent_connected{agent=\"agent-a\"} 1",
         "callkpi_agents_connected 1",
-        "callkpi_agent_lag_seconds{agent=\"agent-a\"}",
+        // Connected, and its Batch reached its spool's last seq: caught up.
+        "callkpi_agent_delivery_lag_seconds{agent=\"agent-a\"} 0.0",
+        "callkpi_agent_since_contact_seconds{agent=\"agent-a\"}",
+        "callkpi_agent_since_event_seconds{agent=\"agent-a\"}",
         "callkpi_agent_clock_offset_seconds{agent=\"agent-a\"}",
         "callkpi_store_size_bytes",
     ] {
