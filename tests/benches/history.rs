@@ -3,8 +3,10 @@
 //! binary on loopback, then what history costs it, in one run:
 //!
 //! - RSS of the aggregator, sampled from `/proc/<pid>/status` every second
-//!   during ingest, with the calls sent so far: peak, and RSS at N/10 calls
-//!   against RSS at N (cost must not grow with history);
+//!   with the calls the follower has applied so far (open + sealed on
+//!   /metrics): peak, and RSS at N/10 calls against RSS at N (cost must not
+//!   grow with history); past `--max-rss-gib` the aggregator is SIGKILLed
+//!   and the bench reports how far it got;
 //! - the follower: calls in the open window and calls sealed
 //!   (`callkpi_kpi_open_calls`, `callkpi_kpi_calls_sealed` on /metrics)
 //!   while ingest runs, and how long after the last Ack it has applied
@@ -32,7 +34,7 @@
 //! (or env `BENCH_CALLS` ...): `--calls N` (100 000), `--days D` (N / 27 400,
 //! at least 31: 10 M calls is a year), `--agents A` (calls a day / 165, at
 //! least 24), `--seed S`, `--reps R` (5), `--watch-samples S` (60),
-//! `--no-pg` (skip PostgreSQL). PostgreSQL: `PG_BIN` (default
+//! `--max-rss-gib G` (8), `--no-pg` (skip PostgreSQL). PostgreSQL: `PG_BIN` (default
 //! `/usr/lib/postgresql/15/bin`) and `psql` on PATH.
 
 #![allow(clippy::print_stdout, missing_docs)]
@@ -75,6 +77,7 @@ struct Args {
     seed: u64,
     reps: usize,
     watch_samples: usize,
+    max_rss_gib: f64,
     pg: bool,
 }
 
@@ -99,6 +102,7 @@ fn args() -> Args {
         seed: flag("--seed").map_or(0x5eed_ca11, |v| v as u64),
         reps: flag("--reps").map_or(5, |v| v as usize).max(1),
         watch_samples: flag("--watch-samples").map_or(60, |v| v as usize).max(2),
+        max_rss_gib: flag("--max-rss-gib").unwrap_or(8.0),
         pg: !argv.iter().any(|a| a == "--no-pg"),
     }
 }
@@ -364,19 +368,42 @@ fn main() {
     // --- ingest, RSS sampled every second ---
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let samples: Arc<Mutex<Vec<(f64, u64, u64)>>> = Arc::default();
+    let over = Arc::new(AtomicBool::new(false));
+    // (seconds since ingest start, calls sent, calls applied by the follower, RSS KiB)
+    let samples: Arc<Mutex<Vec<(f64, u64, u64, u64)>>> = Arc::default();
     let t_ingest = Instant::now();
     let sampler = {
-        let (sent, stop, samples, pid) = (sent.clone(), stop.clone(), samples.clone(), agg.proc.pid());
+        let (sent, stop, over, samples) = (sent.clone(), stop.clone(), over.clone(), samples.clone());
+        let (pid, http, max_kib) = (agg.proc.pid(), agg.http, (a.max_rss_gib * 1024.0 * 1024.0) as u64);
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 if let Some((rss, _)) = rss_kib(pid) {
-                    let s = (t_ingest.elapsed().as_secs_f64(), sent.load(Ordering::Relaxed), rss);
+                    let text = callkpi_tests::http_get(http, "/metrics").unwrap_or_default();
+                    let m = |n: &str| callkpi_tests::metric(&text, n).unwrap_or(0.0) as u64;
+                    let applied = m("callkpi_kpi_open_calls") + m("callkpi_kpi_calls_sealed");
+                    let s = (t_ingest.elapsed().as_secs_f64(), sent.load(Ordering::Relaxed), applied, rss);
                     samples.lock().expect("samples").push(s);
+                    if rss > max_kib {
+                        // Rather than push a shared machine into the OOM killer.
+                        over.store(true, Ordering::Relaxed);
+                        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                        return;
+                    }
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }
         })
+    };
+    let stopped = |samples: &Mutex<Vec<(f64, u64, u64, u64)>>| {
+        let samples = samples.lock().expect("samples");
+        println!(
+            "STOPPED: aggregator RSS passed --max-rss-gib {}; it was SIGKILLed. RSS by calls applied:",
+            a.max_rss_gib
+        );
+        let step = (samples.len() / 20).max(1);
+        for s in samples.iter().step_by(step).chain(samples.last()) {
+            println!("  {:>6.0} s: {} calls sent, {} applied, RSS {:.0} MiB", s.0, s.1, s.2, mib(s.3));
+        }
     };
     let (tx, rx) = mpsc::channel(16);
     let client = spawn_client(&rt, agg.grpc, SYNTH, 1, u64::MAX >> 1, rx);
@@ -390,7 +417,7 @@ fn main() {
         (m("callkpi_kpi_open_calls"), m("callkpi_kpi_calls_sealed"), m("callkpi_agent_hwm{agent=\"synth\"}"))
     };
     let mut last_print = Instant::now();
-    while !client.is_finished() {
+    while !client.is_finished() && !over.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(500));
         if last_print.elapsed() >= Duration::from_secs(10) {
             last_print = Instant::now();
@@ -404,6 +431,10 @@ fn main() {
             );
         }
     }
+    if over.load(Ordering::Relaxed) {
+        stopped(&samples);
+        return;
+    }
     let events = producer.join().expect("producer");
     let run = rt.block_on(client).expect("ingest task").expect("ingest client");
     let ingest_s = t_ingest.elapsed().as_secs_f64();
@@ -413,8 +444,12 @@ fn main() {
     let caught_up = eventually(Duration::from_secs(3600), || {
         std::thread::sleep(Duration::from_millis(250));
         let (open, sealed, _) = metrics(&agg);
-        (open + sealed >= a.calls as f64).then_some(())
+        (open + sealed >= a.calls as f64 || over.load(Ordering::Relaxed)).then_some(())
     });
+    if over.load(Ordering::Relaxed) {
+        stopped(&samples);
+        return;
+    }
     assert!(caught_up.is_some(), "the follower never applied all {} calls", a.calls);
     let follower_s = t_ingest.elapsed().as_secs_f64();
     // A checkpoint (every 10 s) has written what the follower sealed.
@@ -424,9 +459,9 @@ fn main() {
     let (open_end, sealed_end, _) = metrics(&agg);
     let (rss_end, hwm_end) = rss_kib(agg.proc.pid()).unwrap_or((0, 0));
     let samples = samples.lock().expect("samples").clone();
-    let rss_at = |calls: u64| samples.iter().find(|s| s.1 >= calls).map_or(0, |s| s.2);
+    let rss_at = |calls: u64| samples.iter().find(|s| s.2 >= calls).map_or(0, |s| s.3);
     let tenth = a.calls / 10;
-    let peak_sampled = samples.iter().map(|s| s.2).max().unwrap_or(0);
+    let peak_sampled = samples.iter().map(|s| s.3).max().unwrap_or(0);
     println!(
         "ingest: {events} events ({:.2} per call) acked in {ingest_s:.1} s ({}/s); follower applied all {:.1} s \
          after the start ({}/s); at the last Ack: open {open_at_ack}, sealed {sealed_at_ack}",
@@ -436,7 +471,7 @@ fn main() {
         si(events as f64 / follower_s)
     );
     println!(
-        "RSS: empty {:.0} MiB; at {tenth} calls sent {:.0} MiB; at {} calls sent {:.0} MiB; after catching up {:.0} MiB \
+        "RSS: empty {:.0} MiB; at {tenth} calls applied {:.0} MiB; at {} calls applied {:.0} MiB; after catching up {:.0} MiB \
          (open {open_end}, sealed {sealed_end}); peak sampled {:.0} MiB, VmHWM {:.0} MiB",
         mib(rss_empty),
         mib(rss_at(tenth)),
@@ -574,7 +609,7 @@ fn main() {
         mib(hwm_end) / 1024.0
     );
     println!(
-        "| RSS at N vs at N/10 calls sent | {:.0} vs {:.0} MiB | {:.3} | <= 1.10 |",
+        "| RSS at N vs at N/10 calls applied | {:.0} vs {:.0} MiB | {:.3} | <= 1.10 |",
         mib(rss_at(a.calls)),
         mib(rss_at(tenth)),
         rss_at(a.calls) as f64 / rss_at(tenth).max(1) as f64
