@@ -66,6 +66,10 @@ const LIVE: &str = "live";
 const LATQ: &str = "latq";
 const DAY_MS: i64 = 86_400_000;
 
+/// An RSS sample: seconds since ingest start, calls sent, calls applied by
+/// the follower (open + sealed), RSS KiB.
+type Sample = (f64, u64, u64, u64);
+
 #[derive(Clone)]
 struct Args {
     /// Start of the calls: `days` before [`synth::T0_MS`], so that they
@@ -369,8 +373,7 @@ fn main() {
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let over = Arc::new(AtomicBool::new(false));
-    // (seconds since ingest start, calls sent, calls applied by the follower, RSS KiB)
-    let samples: Arc<Mutex<Vec<(f64, u64, u64, u64)>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
     let t_ingest = Instant::now();
     let sampler = {
         let (sent, stop, over, samples) = (sent.clone(), stop.clone(), over.clone(), samples.clone());
@@ -394,7 +397,7 @@ fn main() {
             }
         })
     };
-    let stopped = |samples: &Mutex<Vec<(f64, u64, u64, u64)>>| {
+    let stopped = |samples: &Mutex<Vec<Sample>>| {
         let samples = samples.lock().expect("samples");
         println!(
             "STOPPED: aggregator RSS passed --max-rss-gib {}; it was SIGKILLed. RSS by calls applied:",
