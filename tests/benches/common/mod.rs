@@ -134,6 +134,21 @@ impl Drop for Proc {
     }
 }
 
+/// Bytes of the files under `dir`, recursively (0 for what cannot be read).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// `VmRSS` and `VmHWM` of `pid`, KiB, from `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
