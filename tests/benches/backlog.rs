@@ -209,20 +209,6 @@ fn feeder(path: PathBuf, lines: Vec<Vec<u8>>, events_per_line: f64, d: Duration)
     })
 }
 
-fn dir_bytes(p: &Path) -> u64 {
-    std::fs::read_dir(p)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;

@@ -134,6 +134,21 @@ impl Drop for Proc {
     }
 }
 
+/// Bytes of the files under `dir`, recursively (0 for what cannot be read).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// `VmRSS` and `VmHWM` of `pid`, KiB, from `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -167,6 +182,9 @@ pub fn token_of(agent_id: &str) -> String {
     format!("bench-token-of-{agent_id}")
 }
 
+/// The bearer token of the benches' report reader.
+pub const READER_TOKEN: &str = "bench-token-of-the-reader";
+
 /// A real `callkpi-aggregator` on loopback with a fresh store.
 pub struct Aggregator {
     /// The process.
@@ -179,9 +197,20 @@ pub struct Aggregator {
 
 impl Aggregator {
     /// Writes a config (every key at its `deploy/aggregator.toml` default but
-    /// the addresses, the store path and the agents) and starts it; waits
-    /// for `/healthz`. `grpc`: the port to listen on, 0 for a free one.
+    /// the addresses, the store path, the agents and one reader, token
+    /// [`READER_TOKEN`]) and starts it; waits for `/healthz`. `grpc`: the
+    /// port to listen on, 0 for a free one. The same `dir` and `name` reopen
+    /// the same store.
     pub fn start(bins: &Path, dir: &Path, name: &str, grpc: u16, agents: &[String]) -> Aggregator {
+        let agg = Aggregator::spawn(bins, dir, name, grpc, agents);
+        if eventually(Duration::from_secs(30), || http_get(agg.http, "/healthz")).is_none() {
+            panic!("aggregator did not come up:\n{}", agg.proc.log_tail());
+        }
+        agg
+    }
+
+    /// [`Aggregator::start`] without waiting for it to come up.
+    pub fn spawn(bins: &Path, dir: &Path, name: &str, grpc: u16, agents: &[String]) -> Aggregator {
         let grpc = if grpc == 0 { free_port() } else { grpc };
         let http = free_port();
         let mut cfg = format!(
@@ -194,6 +223,7 @@ impl Aggregator {
                 sha256_hex(&token_of(a))
             ));
         }
+        cfg.push_str(&format!("\n[[readers]]\nname = \"bench\"\ntoken_sha256 = \"{}\"\n", sha256_hex(READER_TOKEN)));
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, cfg).expect("aggregator config");
         let proc = Proc::start(
@@ -201,9 +231,6 @@ impl Aggregator {
             &["run", "--config", path.to_str().expect("utf-8 path")],
             &dir.join(format!("{name}.log")),
         );
-        if eventually(Duration::from_secs(30), || http_get(http, "/healthz")).is_none() {
-            panic!("aggregator did not come up:\n{}", proc.log_tail());
-        }
         Aggregator { proc, grpc, http }
     }
 
@@ -291,14 +318,19 @@ pub fn encode_batches(pool: &[FeedEvent], agent_id: &str, first_seq: u64, n: usi
             events.push(event);
             seq += 1;
         }
-        let crc32c = callkpi_proto::events_crc32c(&events);
-        let (first, last) = (events[0].seq, events[events.len() - 1].seq);
-        let msg = pb::AgentMessage {
-            msg: Some(OutMsg::Batch(pb::Batch { first_seq: first, last_seq: last, events, crc32c })),
-        };
-        batches.push(EncodedBatch { last_seq: last, events: BATCH_EVENTS, bytes: msg.encode_to_vec() });
+        batches.push(encode_batch(events));
     }
     (batches, event_bytes)
+}
+
+/// One `AgentMessage{batch}` of `events` (non-empty, consecutive seqs), with
+/// its CRC, encoded.
+pub fn encode_batch(events: Vec<pb::Event>) -> EncodedBatch {
+    let crc32c = callkpi_proto::events_crc32c(&events);
+    let (first, last, n) = (events[0].seq, events[events.len() - 1].seq, events.len());
+    let msg =
+        pb::AgentMessage { msg: Some(OutMsg::Batch(pb::Batch { first_seq: first, last_seq: last, events, crc32c })) };
+    EncodedBatch { last_seq: last, events: n, bytes: msg.encode_to_vec() }
 }
 
 // === the Ingest client ===
@@ -367,8 +399,9 @@ pub struct ClientRun {
 async fn client(
     port: u16,
     agent_id: String,
-    batches: Vec<EncodedBatch>,
+    mut batches: mpsc::Receiver<EncodedBatch>,
     first_seq: u64,
+    spool_last_seq: u64,
     start: Arc<tokio::sync::Barrier>,
 ) -> Result<ClientRun, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
@@ -386,7 +419,7 @@ async fn client(
         monotonic_ns: 1,
         clock_synced: true,
         spool_first_seq: first_seq,
-        spool_last_seq: batches.last().map_or(0, |b| b.last_seq),
+        spool_last_seq,
         spool_first_captured_ns: 0,
         spool_bytes: 0,
         contract_revision: callkpi_proto::CONTRACT_REVISION,
@@ -412,23 +445,41 @@ async fn client(
         return Err(format!("{agent_id}: resume_after_seq {} != {}", welcome.resume_after_seq, first_seq - 1));
     }
     let max_in_flight = welcome.max_in_flight_batches.max(1) as usize;
-    let events: u64 = batches.iter().map(|b| b.events as u64).sum();
-    let last = batches.last().map_or(first_seq - 1, |b| b.last_seq);
+    let mut events = 0u64;
     start.wait().await;
     let started = Instant::now();
-    let mut pending = batches.into_iter();
     let mut in_flight: VecDeque<u64> = VecDeque::new();
-    let mut acked = first_seq - 1;
-    while acked < last {
-        while in_flight.len() < max_in_flight {
-            let Some(b) = pending.next() else { break };
+    let mut open = true;
+    loop {
+        // Send while the window allows; wait for the producer only when
+        // nothing is in flight (otherwise an Ack is what comes next).
+        while open && in_flight.len() < max_in_flight {
+            let next = if in_flight.is_empty() {
+                batches.recv().await
+            } else {
+                match batches.try_recv() {
+                    Ok(b) => Some(b),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some(b) = next else {
+                open = false;
+                break;
+            };
+            events += b.events as u64;
             in_flight.push_back(b.last_seq);
             tx.send(Outgoing::Encoded(b.bytes)).await.map_err(|_| format!("{agent_id}: stream closed"))?;
         }
+        if in_flight.is_empty() {
+            if open {
+                continue;
+            }
+            break;
+        }
         match tokio::time::timeout(patience, inbound.message()).await {
             Ok(Ok(Some(pb::AggregatorMessage { msg: Some(InMsg::Ack(a)) }))) => {
-                acked = acked.max(a.up_to_seq);
-                while in_flight.front().is_some_and(|&s| s <= acked) {
+                while in_flight.front().is_some_and(|&s| s <= a.up_to_seq) {
                     in_flight.pop_front();
                 }
             }
@@ -463,7 +514,14 @@ pub fn ingest(rt: &tokio::runtime::Runtime, port: u16, work: Vec<(String, u64, V
     let runs: Vec<ClientRun> = rt.block_on(async {
         let tasks: Vec<_> = work
             .into_iter()
-            .map(|(agent, first, batches)| tokio::spawn(client(port, agent, batches, first, barrier.clone())))
+            .map(|(agent, first, batches)| {
+                let last = batches.last().map_or(first - 1, |b| b.last_seq);
+                let (tx, rx) = mpsc::channel(batches.len().max(1));
+                for b in batches {
+                    tx.try_send(b).expect("room for every Batch");
+                }
+                tokio::spawn(client(port, agent, rx, first, last, barrier.clone()))
+            })
             .collect();
         let mut runs = Vec::new();
         for t in tasks {
@@ -479,6 +537,21 @@ pub fn ingest(rt: &tokio::runtime::Runtime, port: u16, work: Vec<(String, u64, V
     let start = runs.iter().map(|r| r.start).min().expect("a client");
     let end = runs.iter().map(|r| r.end).max().expect("a client");
     IngestRun { events: runs.iter().map(|r| r.events).sum(), elapsed: end - start }
+}
+
+/// One client on `rt` streaming what `batches` yields (seqs from
+/// `first_seq`) until the channel closes and all is acked; `spool_last_seq`
+/// is what its Hello announces.
+pub fn spawn_client(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    agent_id: &str,
+    first_seq: u64,
+    spool_last_seq: u64,
+    batches: mpsc::Receiver<EncodedBatch>,
+) -> tokio::task::JoinHandle<Result<ClientRun, String>> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(1));
+    rt.spawn(client(port, agent_id.to_owned(), batches, first_seq, spool_last_seq, barrier))
 }
 
 /// A two-worker runtime for the clients (the machine has two cores; the

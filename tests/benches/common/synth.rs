@@ -103,6 +103,11 @@ pub const QUEUES: [&str; 8] = ["support", "sales", "billing", "claims", "vip", "
 /// queue ([`queues_of`]). A third as many caller numbers as calls, so
 /// callers repeat.
 pub fn calls(calls: u64, days: u64, agents: u32, seed: u64) -> impl Iterator<Item = Call> {
+    calls_from(T0_MS, calls, days, agents, seed)
+}
+
+/// [`calls`] from `t0_ms` (a day boundary) instead of [`T0_MS`].
+pub fn calls_from(t0_ms: i64, calls: u64, days: u64, agents: u32, seed: u64) -> impl Iterator<Item = Call> {
     let mut rng = Rng::new(seed);
     let span_ms = i64::try_from(days.max(1) * 86_400_000).unwrap_or(i64::MAX);
     let step = (span_ms / i64::try_from(calls.max(1)).unwrap_or(i64::MAX)).max(1);
@@ -110,7 +115,7 @@ pub fn calls(calls: u64, days: u64, agents: u32, seed: u64) -> impl Iterator<Ite
     (0..calls).map(move |i| {
         // Exact spread over the whole span (a truncated step would end it early).
         let slot = i64::try_from(i128::from(i) * i128::from(span_ms) / i128::from(calls.max(1))).unwrap_or(0);
-        let entered_ms = T0_MS + slot + rng.next(step as u64) as i64;
+        let entered_ms = t0_ms + slot + rng.next(step as u64) as i64;
         let queue = QUEUES[rng.next(QUEUES.len() as u64) as usize];
         let caller = format!("06{:08}", rng.next(callers));
         let agent = pick_agent(&mut rng, queue_index(queue), shift_at(entered_ms), agents);
@@ -173,10 +178,15 @@ pub fn agent_name(a: u32) -> String {
 /// Shift logins and logouts (no queue named: all the agent's queues) of
 /// `agents` agents over `days` days from [`T0_MS`], as events of `site`.
 pub fn shifts(agents: u32, days: u64, site: &str, seq: &mut u64) -> Vec<Event> {
+    shifts_from(T0_MS, agents, days, site, seq)
+}
+
+/// [`shifts`] from `t0_ms` (a day boundary) instead of [`T0_MS`].
+pub fn shifts_from(t0_ms: i64, agents: u32, days: u64, site: &str, seq: &mut u64) -> Vec<Event> {
     let mut out = Vec::new();
     for day in 0..days.max(1) as i64 {
         for a in 0..agents.max(MIN_AGENTS) {
-            let start = T0_MS + day * 86_400_000 + i64::from(shift_of(a)) * 28_800_000;
+            let start = t0_ms + day * 86_400_000 + i64::from(shift_of(a)) * 28_800_000;
             for (t, state) in [(start, AgentState::Login), (start + 28_800_000, AgentState::Logout)] {
                 *seq += 1;
                 out.push(Event {
