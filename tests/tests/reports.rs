@@ -186,7 +186,8 @@ fn retention_removes_raw_events_and_calls_but_not_the_kpis() {
 #[test]
 fn nothing_sealed_gives_the_same_rows() {
     let s = Setup::new();
-    let (mut agg, mut agent, file) = deliver_run_a(&s, "[kpi]\nseal_horizon_s = 315360000\n");
+    let (mut agg, mut agent, file) =
+        deliver_run_a(&s, "[kpi]\nseal_horizon_s = 315360000\n\n[retention]\nraw_events_days = 0\n");
     assert_report_equals_analyze(&s, &agg, &file);
     assert_eq!(kpi_metric(&s, "callkpi_kpi_calls_sealed"), 0.0);
     agent.terminate(Duration::from_secs(15));

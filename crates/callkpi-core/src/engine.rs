@@ -607,6 +607,11 @@ impl Engine {
         &self.rollups
     }
 
+    /// Calls sealed and not yet taken by [`Engine::take_sealed`].
+    pub fn pending_calls(&self) -> usize {
+        self.pending_calls.len()
+    }
+
     /// Whether the engine holds a call: in the open window, or sealed but
     /// not yet taken by [`Engine::take_sealed`] (a late event for it needs
     /// nothing from the host).

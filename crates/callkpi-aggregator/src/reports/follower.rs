@@ -26,6 +26,11 @@ use crate::store::{AgentRecord, Store, StoreError};
 /// Events read from the store per call while catching up.
 const CATCH_UP_CHUNK: usize = 10_000;
 
+/// Sealed calls that make a checkpoint due whatever its interval: what a
+/// checkpoint writes in one batch, and what waits for it in memory, stays
+/// bounded while a backlog is applied.
+const CHECKPOINT_CALLS: usize = 2_000;
+
 /// How the follower seals and checkpoints (`[kpi]` in aggregator.toml).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FollowerConfig {
@@ -213,7 +218,15 @@ impl KpiFollower {
                 }
                 let e = st.applied.entry(agent.agent_id.clone()).or_insert(0);
                 *e = (*e).max(last);
-                self.checkpoint_if_due(&mut st, crate::now_ns(), false)?;
+                // Seal as the chunk moves the data clocks, and write what was
+                // sealed before it piles up: a backlog of a day (or a restart
+                // after an upgrade) must not hold every call it covers.
+                let now = crate::now_ns();
+                if self.cfg.seal.is_some() {
+                    st.engine.refresh(Some(now), false);
+                }
+                let full = st.engine.pending_calls() >= CHECKPOINT_CALLS;
+                self.checkpoint_if_due(&mut st, now, full)?;
             }
         }
         if applied_now > 0 {
