@@ -174,15 +174,6 @@ async fn signals(shutdown: CancellationToken) {
 }
 
 fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("CALLKPI_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    use callkpi_telemetry::LogFormat::{Json, Plain};
+    callkpi_telemetry::init_tracing(if matches!(format, LogFormat::Json) { Json } else { Plain }, "info");
 }
