@@ -286,6 +286,107 @@ fn queue_log_rotation_and_truncation_mid_stream_lose_and_repeat_nothing() {
     assert_exactly(&s.stored("agent-a"), &written);
 }
 
+/// A queue_log source polling every 20 ms that waits `rotate_wait_ms` for a
+/// rotated file to be quiet.
+fn queue_log_source_waiting(file: &std::path::Path, rotate_wait_ms: u64) -> String {
+    format!(
+        "[[sources.queue_log]]\nname = \"ql\"\npath = \"{}\"\npoll_interval_ms = 20\nrotate_wait_ms = {rotate_wait_ms}\n",
+        file.display()
+    )
+}
+
+/// The events with the lowest `old.len()`-many seqs are exactly the events
+/// of `old`: a rotated file's lines were all stored before the new file's.
+fn assert_old_file_first(stored: &[(u64, callkpi_proto::pb::Event)], old: &[u8]) {
+    let want = queue_log_signatures(old);
+    let first: Vec<_> = stored.iter().filter(|(seq, _)| *seq <= want.len() as u64).map(|(_, e)| e.clone()).collect();
+    assert_eq!(wire_signatures(&first), want, "the rotated file's events come before the new file's");
+}
+
+#[test]
+fn queue_log_rotated_by_logrotate_create_is_read_until_logger_reload() {
+    // Debian's Asterisk logrotate: rename, create an empty queue_log, then
+    // `logger reload`; until the reload Asterisk appends to the renamed file.
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    let lines = fixture_lines();
+    let (a, rest) = lines.split_at(60);
+    let (b, c) = rest.split_at(60);
+    std::fs::write(&file, a.concat()).unwrap();
+    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &queue_log_source_waiting(&file, 1500));
+    let mut agg = s.aggregator();
+    let mut agent = s.agent(&cfg);
+    s.wait_for_hwm("agent-a", queue_log_signatures(&a.concat()).len(), Duration::from_secs(20), &[&agent, &agg]);
+
+    let rotated = s.path("queue_log.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    std::fs::write(&file, b"").unwrap();
+    // Asterisk, not reloaded yet, goes on writing to the renamed file while
+    // the agent has long seen the new one (20 ms polls).
+    let mut old = std::fs::OpenOptions::new().append(true).open(&rotated).unwrap();
+    for part in b.chunks(20) {
+        std::thread::sleep(Duration::from_millis(400));
+        old.write_all(&part.concat()).unwrap();
+    }
+    drop(old);
+    // `logger reload`: the new file is written from now on.
+    std::fs::write(&file, c.concat()).unwrap();
+
+    let mut written = a.concat();
+    written.extend(b.concat());
+    let old_lines = written.clone();
+    written.extend(c.concat());
+    s.wait_for_hwm("agent-a", queue_log_signatures(&written).len(), Duration::from_secs(30), &[&agent, &agg]);
+    let text = http_get(s.agent_http, "/metrics").unwrap_or_default();
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+    assert_eq!(metric(&text, "callkpi_source_rotations_total{source=\"ql\"}"), Some(1.0), "one rotation");
+    let stored = s.stored("agent-a");
+    assert_exactly(&stored, &written);
+    assert_old_file_first(&stored, &old_lines);
+}
+
+#[test]
+fn queue_log_rotated_while_the_agent_was_stopped_is_finished_from_its_inode() {
+    let s = Setup::new();
+    let file = s.path("queue_log");
+    let lines = fixture_lines();
+    let (a, rest) = lines.split_at(60);
+    let (b, c) = rest.split_at(60);
+    std::fs::write(&file, a.concat()).unwrap();
+    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &queue_log_source_waiting(&file, 500));
+    let mut agg = s.aggregator();
+    let mut agent = s.agent(&cfg);
+    s.wait_for_hwm("agent-a", queue_log_signatures(&a.concat()).len(), Duration::from_secs(20), &[&agent, &agg]);
+    assert_eq!(agent.terminate(Duration::from_secs(15)), Some(0), "agent stops");
+
+    // While the agent is down: more lines, the rotation, the last lines
+    // Asterisk wrote to the renamed file, and the new file's first lines.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    f.write_all(&b[..30].concat()).unwrap();
+    drop(f);
+    let rotated = s.path("queue_log.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    let mut old = std::fs::OpenOptions::new().append(true).open(&rotated).unwrap();
+    old.write_all(&b[30..].concat()).unwrap();
+    drop(old);
+    std::fs::write(&file, c.concat()).unwrap();
+
+    let mut agent = s.agent(&cfg);
+    let mut written = a.concat();
+    written.extend(b.concat());
+    let old_lines = written.clone();
+    written.extend(c.concat());
+    s.wait_for_hwm("agent-a", queue_log_signatures(&written).len(), Duration::from_secs(30), &[&agent, &agg]);
+    let log = agent.log_text();
+    agent.terminate(Duration::from_secs(15));
+    agg.terminate(Duration::from_secs(15));
+    assert!(log.contains("finishing the rotated file first"), "the rotated file was found:\n{}", tail(&log));
+    let stored = s.stored("agent-a");
+    assert_exactly(&stored, &written);
+    assert_old_file_first(&stored, &old_lines);
+}
+
 #[test]
 fn spool_status_reports_depth_checkpoints_and_refuses_a_spool_in_use() {
     let s = Setup::new();
