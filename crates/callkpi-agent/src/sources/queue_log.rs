@@ -376,7 +376,12 @@ impl<S: EventSink> QueueLogSource<S> {
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, path = %self.path.display(), "Queue_log read failed; retrying."),
             }
-            fs.wait(self.poll, &shutdown).await;
+            // A rotated file is finished when its quiet time is up, whatever
+            // the poll interval: no notification marks that moment.
+            let wait = reader.rotated.as_ref().map_or(self.poll, |r| {
+                self.rotate_wait.saturating_sub(r.quiet_since.elapsed()).clamp(Duration::from_millis(1), self.poll)
+            });
+            fs.wait(wait, &shutdown).await;
         }
         info!(offset = reader.mapper.offset(), "Queue_log source stopped.");
     }
