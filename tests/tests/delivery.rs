@@ -303,88 +303,93 @@ fn assert_old_file_first(stored: &[(u64, callkpi_proto::pb::Event)], old: &[u8])
     assert_eq!(wire_signatures(&first), want, "the rotated file's events come before the new file's");
 }
 
+/// A rotation scene: the recording's lines in three parts (a: before the
+/// rotation, b: the old file's last lines, c: the new file's), an agent
+/// waiting `rotate_wait_ms` for a rotated file, an aggregator, and part a
+/// already stored.
+struct RotationScene {
+    s: Setup,
+    file: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+    parts: [Vec<u8>; 3],
+    agg: Proc,
+    agent: Proc,
+}
+
+impl RotationScene {
+    fn start(rotate_wait_ms: u64) -> Self {
+        let s = Setup::new();
+        let file = s.path("queue_log");
+        let lines = fixture_lines();
+        let parts = [lines[..60].concat(), lines[60..120].concat(), lines[120..].concat()];
+        std::fs::write(&file, &parts[0]).unwrap();
+        let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &queue_log_source_waiting(&file, rotate_wait_ms));
+        let agg = s.aggregator();
+        let agent = s.agent(&cfg);
+        s.wait_for_hwm("agent-a", queue_log_signatures(&parts[0]).len(), Duration::from_secs(20), &[&agent, &agg]);
+        Self { s, file, cfg, parts, agg, agent }
+    }
+
+    /// Waits for every part at the aggregator, stops both, and checks the
+    /// store: each event once, parts a and b before c. Returns the agent's
+    /// metrics text and log taken before it stopped.
+    fn finish(mut self) -> (String, String) {
+        let written = self.parts.concat();
+        let n = queue_log_signatures(&written).len();
+        self.s.wait_for_hwm("agent-a", n, Duration::from_secs(30), &[&self.agent, &self.agg]);
+        let text = http_get(self.s.agent_http, "/metrics").unwrap_or_default();
+        let log = self.agent.log_text();
+        self.agent.terminate(Duration::from_secs(15));
+        self.agg.terminate(Duration::from_secs(15));
+        let stored = self.s.stored("agent-a");
+        assert_exactly(&stored, &written);
+        assert_old_file_first(&stored, &self.parts[..2].concat());
+        (text, log)
+    }
+}
+
 #[test]
 fn queue_log_rotated_by_logrotate_create_is_read_until_logger_reload() {
     // Debian's Asterisk logrotate: rename, create an empty queue_log, then
     // `logger reload`; until the reload Asterisk appends to the renamed file.
-    let s = Setup::new();
-    let file = s.path("queue_log");
-    let lines = fixture_lines();
-    let (a, rest) = lines.split_at(60);
-    let (b, c) = rest.split_at(60);
-    std::fs::write(&file, a.concat()).unwrap();
-    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &queue_log_source_waiting(&file, 1500));
-    let mut agg = s.aggregator();
-    let mut agent = s.agent(&cfg);
-    s.wait_for_hwm("agent-a", queue_log_signatures(&a.concat()).len(), Duration::from_secs(20), &[&agent, &agg]);
-
-    let rotated = s.path("queue_log.1");
-    std::fs::rename(&file, &rotated).unwrap();
-    std::fs::write(&file, b"").unwrap();
+    let scene = RotationScene::start(1500);
+    let rotated = scene.s.path("queue_log.1");
+    std::fs::rename(&scene.file, &rotated).unwrap();
+    std::fs::write(&scene.file, b"").unwrap();
     // Asterisk, not reloaded yet, goes on writing to the renamed file while
     // the agent has long seen the new one (20 ms polls).
     let mut old = std::fs::OpenOptions::new().append(true).open(&rotated).unwrap();
+    let b: Vec<&[u8]> = scene.parts[1].split_inclusive(|c| *c == b'\n').collect();
     for part in b.chunks(20) {
         std::thread::sleep(Duration::from_millis(400));
         old.write_all(&part.concat()).unwrap();
     }
     drop(old);
     // `logger reload`: the new file is written from now on.
-    std::fs::write(&file, c.concat()).unwrap();
-
-    let mut written = a.concat();
-    written.extend(b.concat());
-    let old_lines = written.clone();
-    written.extend(c.concat());
-    s.wait_for_hwm("agent-a", queue_log_signatures(&written).len(), Duration::from_secs(30), &[&agent, &agg]);
-    let text = http_get(s.agent_http, "/metrics").unwrap_or_default();
-    agent.terminate(Duration::from_secs(15));
-    agg.terminate(Duration::from_secs(15));
+    std::fs::write(&scene.file, &scene.parts[2]).unwrap();
+    let (text, _) = scene.finish();
     assert_eq!(metric(&text, "callkpi_source_rotations_total{source=\"ql\"}"), Some(1.0), "one rotation");
-    let stored = s.stored("agent-a");
-    assert_exactly(&stored, &written);
-    assert_old_file_first(&stored, &old_lines);
 }
 
 #[test]
 fn queue_log_rotated_while_the_agent_was_stopped_is_finished_from_its_inode() {
-    let s = Setup::new();
-    let file = s.path("queue_log");
-    let lines = fixture_lines();
-    let (a, rest) = lines.split_at(60);
-    let (b, c) = rest.split_at(60);
-    std::fs::write(&file, a.concat()).unwrap();
-    let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &queue_log_source_waiting(&file, 500));
-    let mut agg = s.aggregator();
-    let mut agent = s.agent(&cfg);
-    s.wait_for_hwm("agent-a", queue_log_signatures(&a.concat()).len(), Duration::from_secs(20), &[&agent, &agg]);
-    assert_eq!(agent.terminate(Duration::from_secs(15)), Some(0), "agent stops");
-
+    let mut scene = RotationScene::start(500);
+    assert_eq!(scene.agent.terminate(Duration::from_secs(15)), Some(0), "agent stops");
     // While the agent is down: more lines, the rotation, the last lines
     // Asterisk wrote to the renamed file, and the new file's first lines.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    let b: Vec<&[u8]> = scene.parts[1].split_inclusive(|c| *c == b'\n').collect();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&scene.file).unwrap();
     f.write_all(&b[..30].concat()).unwrap();
     drop(f);
-    let rotated = s.path("queue_log.1");
-    std::fs::rename(&file, &rotated).unwrap();
+    let rotated = scene.s.path("queue_log.1");
+    std::fs::rename(&scene.file, &rotated).unwrap();
     let mut old = std::fs::OpenOptions::new().append(true).open(&rotated).unwrap();
     old.write_all(&b[30..].concat()).unwrap();
     drop(old);
-    std::fs::write(&file, c.concat()).unwrap();
-
-    let mut agent = s.agent(&cfg);
-    let mut written = a.concat();
-    written.extend(b.concat());
-    let old_lines = written.clone();
-    written.extend(c.concat());
-    s.wait_for_hwm("agent-a", queue_log_signatures(&written).len(), Duration::from_secs(30), &[&agent, &agg]);
-    let log = agent.log_text();
-    agent.terminate(Duration::from_secs(15));
-    agg.terminate(Duration::from_secs(15));
+    std::fs::write(&scene.file, &scene.parts[2]).unwrap();
+    scene.agent = scene.s.agent(&scene.cfg);
+    let (_, log) = scene.finish();
     assert!(log.contains("finishing the rotated file first"), "the rotated file was found:\n{}", tail(&log));
-    let stored = s.stored("agent-a");
-    assert_exactly(&stored, &written);
-    assert_old_file_first(&stored, &old_lines);
 }
 
 #[test]

@@ -46,6 +46,14 @@ fn start_polling(
     (stop, task)
 }
 
+/// The recording, and a scratch directory with the path of its queue_log.
+fn scene() -> (Vec<u8>, tempfile::TempDir, std::path::PathBuf) {
+    let input = std::fs::read(fixture("queue_log")).expect("fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("queue_log");
+    (input, dir, path)
+}
+
 /// Number of events the mapper makes from the first `lines` lines.
 fn events_of(lines: &[&[u8]], n: usize) -> usize {
     let prefix: Vec<u8> = lines[..n].concat();
@@ -129,10 +137,8 @@ async fn tail_follows_appends_rotation_truncation_and_restart_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_and_a_rotation_are_read_on_the_file_systems_notice_not_the_poll() {
     let _guard = trace();
-    let input = std::fs::read(fixture("queue_log")).expect("fixture");
+    let (input, dir, path) = scene();
     let lines: Vec<&[u8]> = input.split_inclusive(|&b| b == b'\n').collect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("queue_log");
     let cfg = spool_config(dir.path());
     let metrics = Metrics::new();
     let spool = TestSpool::open(&cfg);
@@ -154,10 +160,8 @@ async fn appends_and_a_rotation_are_read_on_the_file_systems_notice_not_the_poll
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_replaced_while_stopped_is_read_from_the_start() {
     let _guard = trace();
-    let input = std::fs::read(fixture("queue_log")).expect("fixture");
+    let (input, dir, path) = scene();
     let lines: Vec<&[u8]> = input.split_inclusive(|&b| b == b'\n').collect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("queue_log");
     let cfg = spool_config(dir.path());
     let metrics = Metrics::new();
 
