@@ -47,6 +47,8 @@
 //! and the queue_log source then pauses, so an hour-long run that should
 //! keep writing raises it), `BENCH_FEED_SECS` (30: how long step 3 feeds
 //! and samples; 3600 is the hour-long outage of issue 14),
+//! `BENCH_BATCH_MAX_EVENTS` and `BENCH_UPLINK_COMPRESSION` (`[uplink]`
+//! `batch_max_events` and `compression`, for what limits the drain),
 //! `BENCH_SAMPLE_MS` (1000) and `BENCH_MEM_CSV` (a file that receives step
 //! 3's samples as they are taken; `docs/plot-agent-memory.sh` plots it).
 //! The agent inherits the bench's environment, so `CALLKPI_WORKER_THREADS`
@@ -76,7 +78,7 @@ url = "http://127.0.0.1:{grpc}"
 token = "{token}"
 backoff_initial_ms = 100
 backoff_max_ms = 1000
-
+{uplink}
 [spool]
 path = "{spool}"
 {cache}
@@ -88,6 +90,10 @@ name = "ql"
 path = "{ql}"
 "#,
         token = token_of(AGENT),
+        uplink = [("BENCH_BATCH_MAX_EVENTS", "batch_max_events"), ("BENCH_UPLINK_COMPRESSION", "compression")]
+            .iter()
+            .filter_map(|(var, key)| std::env::var(var).ok().map(|v| format!("{key} = {v}\n")))
+            .collect::<String>(),
         spool = dir.join(format!("{name}-spool")).display(),
         cache = [("BENCH_SPOOL_CACHE_BYTES", "cache_bytes"), ("BENCH_SPOOL_MAX_BYTES", "max_bytes")]
             .iter()
