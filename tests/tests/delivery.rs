@@ -286,6 +286,112 @@ fn queue_log_rotation_and_truncation_mid_stream_lose_and_repeat_nothing() {
     assert_exactly(&s.stored("agent-a"), &written);
 }
 
+/// A queue_log source polling every 20 ms that waits `rotate_wait_ms` for a
+/// rotated file to be quiet.
+fn queue_log_source_waiting(file: &std::path::Path, rotate_wait_ms: u64) -> String {
+    format!(
+        "[[sources.queue_log]]\nname = \"ql\"\npath = \"{}\"\npoll_interval_ms = 20\nrotate_wait_ms = {rotate_wait_ms}\n",
+        file.display()
+    )
+}
+
+/// The events with the lowest `old.len()`-many seqs are exactly the events
+/// of `old`: a rotated file's lines were all stored before the new file's.
+fn assert_old_file_first(stored: &[(u64, callkpi_proto::pb::Event)], old: &[u8]) {
+    let want = queue_log_signatures(old);
+    let first: Vec<_> = stored.iter().filter(|(seq, _)| *seq <= want.len() as u64).map(|(_, e)| e.clone()).collect();
+    assert_eq!(wire_signatures(&first), want, "the rotated file's events come before the new file's");
+}
+
+/// A rotation scene: the recording's lines in three parts (a: before the
+/// rotation, b: the old file's last lines, c: the new file's), an agent
+/// waiting `rotate_wait_ms` for a rotated file, an aggregator, and part a
+/// already stored.
+struct RotationScene {
+    s: Setup,
+    file: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+    parts: [Vec<u8>; 3],
+    agg: Proc,
+    agent: Proc,
+}
+
+impl RotationScene {
+    fn start(rotate_wait_ms: u64) -> Self {
+        let s = Setup::new();
+        let file = s.path("queue_log");
+        let lines = fixture_lines();
+        let parts = [lines[..60].concat(), lines[60..120].concat(), lines[120..].concat()];
+        std::fs::write(&file, &parts[0]).unwrap();
+        let cfg = s.agent_config("agent-a", TOKEN_A, 64 << 20, &queue_log_source_waiting(&file, rotate_wait_ms));
+        let agg = s.aggregator();
+        let agent = s.agent(&cfg);
+        s.wait_for_hwm("agent-a", queue_log_signatures(&parts[0]).len(), Duration::from_secs(20), &[&agent, &agg]);
+        Self { s, file, cfg, parts, agg, agent }
+    }
+
+    /// Waits for every part at the aggregator, stops both, and checks the
+    /// store: each event once, parts a and b before c. Returns the agent's
+    /// metrics text and log taken before it stopped.
+    fn finish(mut self) -> (String, String) {
+        let written = self.parts.concat();
+        let n = queue_log_signatures(&written).len();
+        self.s.wait_for_hwm("agent-a", n, Duration::from_secs(30), &[&self.agent, &self.agg]);
+        let text = http_get(self.s.agent_http, "/metrics").unwrap_or_default();
+        let log = self.agent.log_text();
+        self.agent.terminate(Duration::from_secs(15));
+        self.agg.terminate(Duration::from_secs(15));
+        let stored = self.s.stored("agent-a");
+        assert_exactly(&stored, &written);
+        assert_old_file_first(&stored, &self.parts[..2].concat());
+        (text, log)
+    }
+}
+
+#[test]
+fn queue_log_rotated_by_logrotate_create_is_read_until_logger_reload() {
+    // Debian's Asterisk logrotate: rename, create an empty queue_log, then
+    // `logger reload`; until the reload Asterisk appends to the renamed file.
+    let scene = RotationScene::start(1500);
+    let rotated = scene.s.path("queue_log.1");
+    std::fs::rename(&scene.file, &rotated).unwrap();
+    std::fs::write(&scene.file, b"").unwrap();
+    // Asterisk, not reloaded yet, goes on writing to the renamed file while
+    // the agent has long seen the new one (20 ms polls).
+    let mut old = std::fs::OpenOptions::new().append(true).open(&rotated).unwrap();
+    let b: Vec<&[u8]> = scene.parts[1].split_inclusive(|c| *c == b'\n').collect();
+    for part in b.chunks(20) {
+        std::thread::sleep(Duration::from_millis(400));
+        old.write_all(&part.concat()).unwrap();
+    }
+    drop(old);
+    // `logger reload`: the new file is written from now on.
+    std::fs::write(&scene.file, &scene.parts[2]).unwrap();
+    let (text, _) = scene.finish();
+    assert_eq!(metric(&text, "callkpi_source_rotations_total{source=\"ql\"}"), Some(1.0), "one rotation");
+}
+
+#[test]
+fn queue_log_rotated_while_the_agent_was_stopped_is_finished_from_its_inode() {
+    let mut scene = RotationScene::start(500);
+    assert_eq!(scene.agent.terminate(Duration::from_secs(15)), Some(0), "agent stops");
+    // While the agent is down: more lines, the rotation, the last lines
+    // Asterisk wrote to the renamed file, and the new file's first lines.
+    let b: Vec<&[u8]> = scene.parts[1].split_inclusive(|c| *c == b'\n').collect();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&scene.file).unwrap();
+    f.write_all(&b[..30].concat()).unwrap();
+    drop(f);
+    let rotated = scene.s.path("queue_log.1");
+    std::fs::rename(&scene.file, &rotated).unwrap();
+    let mut old = std::fs::OpenOptions::new().append(true).open(&rotated).unwrap();
+    old.write_all(&b[30..].concat()).unwrap();
+    drop(old);
+    std::fs::write(&scene.file, &scene.parts[2]).unwrap();
+    scene.agent = scene.s.agent(&scene.cfg);
+    let (_, log) = scene.finish();
+    assert!(log.contains("finishing the rotated file first"), "the rotated file was found:\n{}", tail(&log));
+}
+
 #[test]
 fn spool_status_reports_depth_checkpoints_and_refuses_a_spool_in_use() {
     let s = Setup::new();

@@ -652,8 +652,13 @@ pub struct QueueLogSourceConfig {
     pub name: String,
     /// The file. Default `/var/log/asterisk/queue_log`.
     pub path: PathBuf,
-    /// How often the file is checked for new bytes, rotation and truncation, ms. Default 200.
+    /// How often the file is checked for new bytes, rotation and truncation
+    /// when no file-system notification came, ms. Default 200.
     pub poll_interval_ms: u64,
+    /// After a rotation, how long the old file must stay unchanged before it
+    /// is closed and the new file read, ms (Asterisk writes to the renamed
+    /// file until `logger reload`). 0 switches at the first EOF. Default 5000.
+    pub rotate_wait_ms: u64,
     /// IANA zone of CSV datetimes written without offset. Default `UTC`.
     pub time_zone: String,
     /// `auto`, `file` or `csv`. Default `auto`.
@@ -678,6 +683,7 @@ impl Default for QueueLogSourceConfig {
             name: String::new(),
             path: PathBuf::from("/var/log/asterisk/queue_log"),
             poll_interval_ms: 200,
+            rotate_wait_ms: 5000,
             time_zone: "UTC".to_owned(),
             form: QueueLogForm::Auto,
             read_chunk_bytes: 256 * 1024,

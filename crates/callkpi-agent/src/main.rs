@@ -12,10 +12,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use callkpi_agent::Config;
+use callkpi_telemetry::LogFormat::{Json, Plain};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -65,18 +65,7 @@ enum LogFormat {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = std::env::var("CALLKPI_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".to_owned());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour codes only where a person reads them, not in a journal or a file.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
-    }
+    callkpi_telemetry::init_tracing(if format == LogFormat::Json { Json } else { Plain }, "info");
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {

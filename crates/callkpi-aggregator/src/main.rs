@@ -189,17 +189,6 @@ async fn signals(shutdown: CancellationToken) {
 }
 
 fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("CALLKPI_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    // Colour codes only where a person reads them, not in a journal or a file.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    use callkpi_telemetry::LogFormat::{Json, Plain};
+    callkpi_telemetry::init_tracing(if matches!(format, LogFormat::Json) { Json } else { Plain }, "info");
 }

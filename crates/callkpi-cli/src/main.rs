@@ -51,18 +51,8 @@ enum Command {
 const EX_USAGE: u8 = 64;
 
 fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("CALLKPI_LOG")
-        .ok()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .map_or_else(|| EnvFilter::new("warn"), EnvFilter::new);
-    // Colour codes only where a person reads them, not in a journal or a file.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    use callkpi_telemetry::LogFormat::{Json, Plain};
+    callkpi_telemetry::init_tracing(if matches!(format, LogFormat::Json) { Json } else { Plain }, "warn");
 }
 
 fn main() -> ExitCode {

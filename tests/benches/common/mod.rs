@@ -38,10 +38,18 @@ pub fn env_or(name: &str, default: u64) -> u64 {
 
 /// Builds the release binaries (`cargo build --release -p callkpi-agent -p
 /// callkpi-aggregator`; a no-op when up to date) and returns their directory.
+/// `BENCH_BINS_DIR`, when set, is that directory instead, used as it is: an
+/// hour-long run then measures the binaries it started with while the tree
+/// is edited and rebuilt.
 ///
 /// # Panics
 /// When the build fails.
 pub fn release_bins() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BENCH_BINS_DIR") {
+        let dir = PathBuf::from(dir);
+        assert!(dir.join("callkpi-aggregator").exists(), "BENCH_BINS_DIR: no callkpi-aggregator in {}", dir.display());
+        return dir;
+    }
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "--quiet", "-p", "callkpi-agent", "-p", "callkpi-aggregator", "--bins"])
         .current_dir(callkpi_tests::repo())

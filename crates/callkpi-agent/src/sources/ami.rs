@@ -41,14 +41,12 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, debug, error, info, info_span, warn};
+use tracing::{Instrument as _, info, info_span, warn};
 
-use super::EventSink;
-use crate::backoff::Backoff;
+use super::{Ended, EventSink, Reconnect, UnparsedCounts, spool_lossy};
 use crate::clock::Clock;
 use crate::config::{AmiSourceConfig, Secret};
 use crate::metrics::SourceMetrics;
-use crate::spool::{AppendOutcome, SpoolInput};
 
 /// Bytes read from the socket at once.
 const READ_BYTES: usize = 64 * 1024;
@@ -96,8 +94,7 @@ pub struct AmiSource<S> {
     clock: Clock,
     metrics: SourceMetrics,
     mapper: AmiMapper,
-    malformed_seen: u64,
-    unmapped_seen: u64,
+    unparsed: UnparsedCounts,
     action_id: u64,
 }
 
@@ -105,7 +102,7 @@ impl<S: EventSink> AmiSource<S> {
     /// A client for `config`, spooling into `sink`.
     pub fn new(config: AmiSourceConfig, secret: Secret, sink: S, clock: Clock, metrics: SourceMetrics) -> Self {
         let mapper = AmiMapper::new(config.mapper_config());
-        Self { config, secret, sink, clock, metrics, mapper, malformed_seen: 0, unmapped_seen: 0, action_id: 0 }
+        Self { config, secret, sink, clock, metrics, mapper, unparsed: UnparsedCounts::default(), action_id: 0 }
     }
 
     /// Connects, reads and reconnects until `shutdown` is cancelled.
@@ -116,44 +113,19 @@ impl<S: EventSink> AmiSource<S> {
 
     async fn run_inner(mut self, shutdown: CancellationToken) {
         info!("AMI source started.");
-        let mut backoff = Backoff::new(
-            Duration::from_millis(self.config.backoff_initial_ms),
-            Duration::from_millis(self.config.backoff_max_ms),
-        );
-        let mut ever_connected = false;
+        let mut reconnect =
+            Reconnect::new(SourceKind::AsteriskAmi, self.config.backoff_initial_ms, self.config.backoff_max_ms);
         loop {
             let mut logged_in = false;
-            let end = self.session(&shutdown, &mut logged_in).await;
-            self.metrics.connected.set(0);
-            if logged_in {
-                backoff.reset();
-            }
-            let delay = match &end {
-                SessionEnd::Shutdown => break,
-                SessionEnd::LoginRefused(_) => {
-                    error!(error = %end, "AMI login refused; check username and secret. Retrying slowly.");
-                    backoff.max_delay()
-                }
-                SessionEnd::AsteriskShutdown | SessionEnd::Closed if logged_in => {
-                    warn!(error = %end, "AMI connection lost; reconnecting (events until then are not seen).");
-                    backoff.next_delay()
-                }
-                _ if logged_in || !ever_connected => {
-                    warn!(error = %end, "AMI connection failed; reconnecting.");
-                    backoff.next_delay()
-                }
-                _ => {
-                    debug!(error = %end, "AMI reconnect failed.");
-                    backoff.next_delay()
-                }
+            let end = self.session(&shutdown, &mut reconnect, &mut logged_in).await;
+            let class = match &end {
+                SessionEnd::Shutdown => Ended::Shutdown,
+                SessionEnd::LoginRefused(_) => Ended::NeedsOperator("check the AMI username and secret"),
+                SessionEnd::AsteriskShutdown | SessionEnd::Closed => Ended::PeerGone,
+                _ => Ended::Failed,
             };
-            ever_connected |= logged_in;
-            if logged_in {
-                self.metrics.reconnects.inc();
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = shutdown.cancelled() => break,
+            if !reconnect.ended(&end, class, logged_in, &self.metrics, &shutdown).await {
+                break;
             }
         }
         info!("AMI source stopped.");
@@ -165,7 +137,12 @@ impl<S: EventSink> AmiSource<S> {
     }
 
     /// One connection, from connect to its end.
-    async fn session(&mut self, shutdown: &CancellationToken, logged_in: &mut bool) -> SessionEnd {
+    async fn session(
+        &mut self,
+        shutdown: &CancellationToken,
+        reconnect: &mut Reconnect,
+        logged_in: &mut bool,
+    ) -> SessionEnd {
         let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
         let connect = tokio::select! {
             r = timeout(connect_timeout, TcpStream::connect(&self.config.address)) => r,
@@ -184,7 +161,7 @@ impl<S: EventSink> AmiSource<S> {
         } {
             Ok(version) => {
                 *logged_in = true;
-                self.metrics.connected.set(1);
+                reconnect.started(&self.metrics);
                 info!(ami_version = %version, "AMI logged in.");
             }
             Err(end) => return end,
@@ -368,39 +345,16 @@ impl<S: EventSink> AmiSource<S> {
     }
 
     async fn spool(&mut self, events: Vec<FeedEvent>, captured: callkpi_feeds::CaptureTime) {
-        let count = events.len() as u64;
-        self.metrics.events.inc_by(count);
-        let inputs = events
-            .into_iter()
-            .map(|event| SpoolInput { source: SourceKind::AsteriskAmi, replayable: false, event, captured })
-            .collect();
-        match self.sink.submit(inputs, None).await {
-            Ok(AppendOutcome::Stored { .. }) => {
-                self.metrics.spooled.inc_by(count);
-            }
-            // Not expected for non-replayable input: the spool drops oldest instead.
-            Ok(AppendOutcome::Full) => warn!(events = count, "Spool refused AMI events; they are lost."),
-            Err(e) => error!(error = %e, events = count, "Cannot store AMI events; they are lost."),
-        }
+        spool_lossy(&self.sink, &self.metrics, SourceKind::AsteriskAmi, events, captured).await;
     }
 
     fn report_unparsed(&mut self) {
         let unparsed = self.mapper.unparsed();
-        let malformed = unparsed.malformed;
         let unmapped: u64 = unparsed.by_name.values().sum();
-        if malformed > self.malformed_seen {
-            self.metrics.malformed.inc_by(malformed - self.malformed_seen);
-            debug!(total = malformed, "Malformed AMI events.");
-            self.malformed_seen = malformed;
-        }
-        if unmapped > self.unmapped_seen {
-            self.metrics.unmapped.inc_by(unmapped - self.unmapped_seen);
-            self.unmapped_seen = unmapped;
-        }
+        self.unparsed.report(SourceKind::AsteriskAmi, unparsed.malformed, unmapped, &self.metrics);
     }
 }
 
-/// Reads more bytes into `buf`; EOF is [`SessionEnd::Closed`].
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), SessionEnd> {
     let mut chunk = [0u8; 4096];
     match stream.read(&mut chunk).await {

@@ -38,14 +38,12 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, debug, error, info, info_span, warn};
+use tracing::{Instrument as _, info, info_span, warn};
 
-use super::EventSink;
-use crate::backoff::Backoff;
+use super::{Ended, EventSink, Reconnect, UnparsedCounts, spool_lossy};
 use crate::clock::Clock;
 use crate::config::{EslSourceConfig, Secret};
 use crate::metrics::SourceMetrics;
-use crate::spool::{AppendOutcome, SpoolInput};
 
 /// Bytes read from the socket at once.
 const READ_BYTES: usize = 64 * 1024;
@@ -108,15 +106,14 @@ pub struct EslSource<S> {
     mapper: EslMapper,
     /// `Core-UUID` of the FreeSWITCH process last seen.
     core_uuid: Option<String>,
-    malformed_seen: u64,
-    unmapped_seen: u64,
+    unparsed: UnparsedCounts,
 }
 
 impl<S: EventSink> EslSource<S> {
     /// A client for `config`, spooling into `sink`.
     pub fn new(config: EslSourceConfig, password: Secret, sink: S, clock: Clock, metrics: SourceMetrics) -> Self {
         let mapper = EslMapper::new(config.mapper_config());
-        Self { config, password, sink, clock, metrics, mapper, core_uuid: None, malformed_seen: 0, unmapped_seen: 0 }
+        Self { config, password, sink, clock, metrics, mapper, core_uuid: None, unparsed: UnparsedCounts::default() }
     }
 
     /// Connects, reads and reconnects until `shutdown` is cancelled.
@@ -127,51 +124,31 @@ impl<S: EventSink> EslSource<S> {
 
     async fn run_inner(mut self, shutdown: CancellationToken) {
         info!("ESL source started.");
-        let mut backoff = Backoff::new(
-            Duration::from_millis(self.config.backoff_initial_ms),
-            Duration::from_millis(self.config.backoff_max_ms),
-        );
-        let mut ever_connected = false;
+        let mut reconnect =
+            Reconnect::new(SourceKind::FreeswitchEsl, self.config.backoff_initial_ms, self.config.backoff_max_ms);
         loop {
             let mut ready = false;
-            let end = self.session(&shutdown, &mut ready).await;
-            self.metrics.connected.set(0);
-            if ready {
-                backoff.reset();
-            }
-            let delay = match &end {
-                SessionEnd::Shutdown => break,
-                e if e.needs_operator() => {
-                    error!(error = %end, "ESL login refused; check the password and event_socket.conf.xml. Retrying slowly.");
-                    backoff.max_delay()
-                }
-                SessionEnd::Disconnected(_) | SessionEnd::Closed if ready => {
-                    warn!(error = %end, "ESL connection lost (FreeSWITCH stopping or restarting?); reconnecting (events until then are not seen).");
-                    backoff.next_delay()
-                }
-                _ if ready || !ever_connected => {
-                    warn!(error = %end, "ESL connection failed; reconnecting.");
-                    backoff.next_delay()
-                }
-                _ => {
-                    debug!(error = %end, "ESL reconnect failed.");
-                    backoff.next_delay()
-                }
+            let end = self.session(&shutdown, &mut reconnect, &mut ready).await;
+            let class = match &end {
+                SessionEnd::Shutdown => Ended::Shutdown,
+                e if e.needs_operator() => Ended::NeedsOperator("check the password and event_socket.conf.xml"),
+                SessionEnd::Disconnected(_) | SessionEnd::Closed => Ended::PeerGone,
+                _ => Ended::Failed,
             };
-            ever_connected |= ready;
-            if ready {
-                self.metrics.reconnects.inc();
-            }
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = shutdown.cancelled() => break,
+            if !reconnect.ended(&end, class, ready, &self.metrics, &shutdown).await {
+                break;
             }
         }
         info!("ESL source stopped.");
     }
 
     /// One connection, from connect to its end.
-    async fn session(&mut self, shutdown: &CancellationToken, ready: &mut bool) -> SessionEnd {
+    async fn session(
+        &mut self,
+        shutdown: &CancellationToken,
+        reconnect: &mut Reconnect,
+        ready: &mut bool,
+    ) -> SessionEnd {
         let mut client = match EslClient::new(self.password.expose(), Subscription::default()) {
             Ok(c) => c.with_max_frame(self.config.max_frame_bytes),
             Err(e) => return SessionEnd::Client(e),
@@ -242,7 +219,7 @@ impl<S: EventSink> EslSource<S> {
             // disconnect notice: events only flow once subscribed.
             if !*ready && (client.state() == ClientState::Ready || client.events() > 0) {
                 *ready = true;
-                self.metrics.connected.set(1);
+                reconnect.started(&self.metrics);
                 info!("ESL logged in and subscribed.");
             }
             if client.state() == ClientState::Disconnected {
@@ -255,7 +232,7 @@ impl<S: EventSink> EslSource<S> {
     /// Feeds `bytes` to the client and maps its events; a new `Core-UUID`
     /// (FreeSWITCH restarted) resets the mapper first.
     fn feed(&mut self, client: &mut EslClient, bytes: &[u8], events: &mut Vec<FeedEvent>) -> Result<(), ClientError> {
-        let Self { mapper, core_uuid, config, malformed_seen, unmapped_seen, .. } = self;
+        let Self { mapper, core_uuid, config, unparsed, .. } = self;
         client.feed(bytes, |ev| {
             if let Some(core) = ev.get_nonempty("Core-UUID")
                 && core_uuid.as_deref() != Some(&*core)
@@ -263,7 +240,7 @@ impl<S: EventSink> EslSource<S> {
                 if let Some(old) = core_uuid.as_deref() {
                     warn!(old_core_uuid = %old, core_uuid = %core, "FreeSWITCH was restarted; calls in progress before are forgotten.");
                     *mapper = EslMapper::new(config.mapper_config());
-                    (*malformed_seen, *unmapped_seen) = (0, 0);
+                    *unparsed = UnparsedCounts::default();
                 } else {
                     info!(core_uuid = %core, "FreeSWITCH identified.");
                 }
@@ -274,35 +251,13 @@ impl<S: EventSink> EslSource<S> {
     }
 
     async fn spool(&mut self, events: Vec<FeedEvent>, captured: CaptureTime) {
-        let count = events.len() as u64;
-        self.metrics.events.inc_by(count);
-        let inputs = events
-            .into_iter()
-            .map(|event| SpoolInput { source: SourceKind::FreeswitchEsl, replayable: false, event, captured })
-            .collect();
-        match self.sink.submit(inputs, None).await {
-            Ok(AppendOutcome::Stored { .. }) => {
-                self.metrics.spooled.inc_by(count);
-            }
-            // Not expected for non-replayable input: the spool drops oldest instead.
-            Ok(AppendOutcome::Full) => warn!(events = count, "Spool refused ESL events; they are lost."),
-            Err(e) => error!(error = %e, events = count, "Cannot store ESL events; they are lost."),
-        }
+        spool_lossy(&self.sink, &self.metrics, SourceKind::FreeswitchEsl, events, captured).await;
     }
 
     /// Moves the mapper's counters into the metrics.
     fn report_unparsed(&mut self) {
         let unparsed = self.mapper.unparsed();
-        let malformed = unparsed.malformed;
         let unmapped: u64 = unparsed.by_name.values().sum();
-        if malformed > self.malformed_seen {
-            self.metrics.malformed.inc_by(malformed - self.malformed_seen);
-            debug!(total = malformed, "Malformed ESL events.");
-            self.malformed_seen = malformed;
-        }
-        if unmapped > self.unmapped_seen {
-            self.metrics.unmapped.inc_by(unmapped - self.unmapped_seen);
-            self.unmapped_seen = unmapped;
-        }
+        self.unparsed.report(SourceKind::FreeswitchEsl, unparsed.malformed, unmapped, &self.metrics);
     }
 }

@@ -52,11 +52,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
-use super::EventSink;
+use super::{EventSink, UnparsedCounts, spool_lossy};
 use crate::clock::Clock;
 use crate::config::HepSourceConfig;
 use crate::metrics::SourceMetrics;
-use crate::spool::{AppendOutcome, SpoolInput};
 
 /// The largest UDP payload, and the largest HEPv3 packet (u16 length).
 const MAX_PACKET: usize = 64 * 1024;
@@ -153,8 +152,7 @@ struct Tracking {
     metrics: SourceMetrics,
     /// Latest packet time seen, and when it arrived.
     latest: Option<(UnixNanos, Instant)>,
-    malformed_seen: u64,
-    unmapped_seen: u64,
+    unparsed: UnparsedCounts,
     /// Whether the log said once that the default placed a call in a queue.
     told_default_queue: bool,
 }
@@ -190,14 +188,7 @@ impl Tracking {
         let malformed = unparsed.malformed;
         // Every malformed message is also counted under its kind (`sip/error`...).
         let unmapped = unparsed.by_name.values().sum::<u64>().saturating_sub(malformed);
-        if malformed > self.malformed_seen {
-            self.metrics.malformed.inc_by(malformed - self.malformed_seen);
-            self.malformed_seen = malformed;
-        }
-        if unmapped > self.unmapped_seen {
-            self.metrics.unmapped.inc_by(unmapped - self.unmapped_seen);
-            self.unmapped_seen = unmapped;
-        }
+        self.unparsed.report(SourceKind::SipHep, malformed, unmapped, &self.metrics);
         let by_number = self.tracker.placements().by_dialled_number;
         if by_number > 0 && !self.told_default_queue {
             self.told_default_queue = true;
@@ -239,8 +230,7 @@ impl<S: EventSink> HepSource<S> {
             tracker: SipTracker::new(config.sip.clone()),
             metrics: metrics.clone(),
             latest: None,
-            malformed_seen: 0,
-            unmapped_seen: 0,
+            unparsed: UnparsedCounts::default(),
             told_default_queue: false,
         };
         let mut expiry = tokio::time::interval(Duration::from_millis(config.expire_interval_ms));
@@ -429,19 +419,6 @@ async fn spool_task<S: EventSink>(
     mut batches: mpsc::Receiver<(Vec<FeedEvent>, CaptureTime)>,
 ) {
     while let Some((events, captured)) = batches.recv().await {
-        let count = events.len() as u64;
-        metrics.events.inc_by(count);
-        let inputs = events
-            .into_iter()
-            .map(|event| SpoolInput { source: SourceKind::SipHep, replayable: false, event, captured })
-            .collect();
-        match sink.submit(inputs, None).await {
-            Ok(AppendOutcome::Stored { .. }) => {
-                metrics.spooled.inc_by(count);
-            }
-            // Not expected for non-replayable input: the spool drops oldest instead.
-            Ok(AppendOutcome::Full) => warn!(events = count, "Spool refused HEP events; they are lost."),
-            Err(e) => error!(error = %e, events = count, "Cannot store HEP events; they are lost."),
-        }
+        spool_lossy(&sink, &metrics, SourceKind::SipHep, events, captured).await;
     }
 }

@@ -105,14 +105,12 @@ use linemon::frame::{BOARD_LINE, Deframer, Direction, Event as BoardEvent, Frame
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, debug, error, info, info_span, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
-use super::EventSink;
-use crate::backoff::Backoff;
+use super::{Ended, EventSink, Reconnect, spool_lossy};
 use crate::clock::Clock;
 use crate::config::LinemonSourceConfig;
 use crate::metrics::SourceMetrics;
-use crate::spool::{AppendOutcome, SpoolInput};
 
 /// How long one blocking read waits before checking for a stop.
 const READ_POLL: Duration = Duration::from_millis(200);
@@ -814,11 +812,8 @@ impl<S: EventSink> LinemonSource<S> {
 
     async fn run_inner(mut self, shutdown: CancellationToken) {
         info!(lines = self.config.lines.len(), "Line monitor source started.");
-        let mut backoff = Backoff::new(
-            Duration::from_millis(self.config.backoff_initial_ms),
-            Duration::from_millis(self.config.backoff_max_ms),
-        );
-        let mut ever_open = false;
+        let mut reconnect =
+            Reconnect::new(SourceKind::LineMonitor, self.config.backoff_initial_ms, self.config.backoff_max_ms);
         let mut open_failures = 0u64;
         // The last session heard nothing at all: a dead or unpowered board
         // is logged once, not at every reopen.
@@ -831,13 +826,8 @@ impl<S: EventSink> LinemonSource<S> {
             let end = match opened {
                 Ok(device) => {
                     info!(baud = self.config.baud, "Line monitor device opened.");
-                    if ever_open {
-                        self.metrics.reconnects.inc();
-                    }
-                    ever_open = true;
                     open_failures = 0;
-                    backoff.reset();
-                    self.metrics.connected.set(1);
+                    reconnect.started(&self.metrics);
                     self.mapper.reopened();
                     self.warned_bad = false;
                     let end = self.session(device, &shutdown).await;
@@ -873,9 +863,9 @@ impl<S: EventSink> LinemonSource<S> {
                 }
             }
             mute = matches!(end, SessionEnd::Silent { heard: false, .. });
-            tokio::select! {
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-                () = shutdown.cancelled() => break,
+            // The device's own messages above say more than a generic line.
+            if !reconnect.retry(Ended::Failed, &shutdown).await {
+                break;
             }
         }
         info!("Line monitor source stopped.");
@@ -957,19 +947,6 @@ impl<S: EventSink> LinemonSource<S> {
     }
 
     async fn spool(&mut self, events: Vec<FeedEvent>, captured: CaptureTime) {
-        let count = events.len() as u64;
-        self.metrics.events.inc_by(count);
-        let inputs = events
-            .into_iter()
-            .map(|event| SpoolInput { source: SourceKind::LineMonitor, replayable: false, event, captured })
-            .collect();
-        match self.sink.submit(inputs, None).await {
-            Ok(AppendOutcome::Stored { .. }) => {
-                self.metrics.spooled.inc_by(count);
-            }
-            // Not expected for non-replayable input: the spool drops oldest instead.
-            Ok(AppendOutcome::Full) => warn!(events = count, "Spool refused line monitor events; they are lost."),
-            Err(e) => error!(error = %e, events = count, "Cannot store line monitor events; they are lost."),
-        }
+        spool_lossy(&self.sink, &self.metrics, SourceKind::LineMonitor, events, captured).await;
     }
 }

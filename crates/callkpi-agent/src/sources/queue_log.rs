@@ -24,17 +24,31 @@
 //!
 //! # Following the file
 //!
-//! The file is polled every `poll_interval_ms` (no inotify: it works the
-//! same on every filesystem, including NFS and bind mounts). At each EOF the
-//! source compares the open handle with `path`:
-//! - **rotation** (`path` now names another inode): the old handle is read
-//!   to its end first (Asterisk may have written a last line before the
-//!   rename), an unterminated last line is mapped as complete, and then the
-//!   new file is read from 0;
+//! The source is woken by the file system: an inotify watch (the `notify`
+//! crate) on the file's directory reports writes, creations and renames of
+//! the file and of its rotated names (those starting with its name). The
+//! file is also polled every `poll_interval_ms`, which is all there is on a
+//! file system without inotify (NFS, some bind mounts) or when the watch
+//! cannot be set up. At each EOF the source compares the open handle with
+//! `path`:
+//! - **rotation** (`path` now names another inode): the old file is kept
+//!   open and read by its descriptor until it has been quiet (not grown) for
+//!   `rotate_wait_ms`: Asterisk goes on writing to the renamed file until
+//!   `logger reload` makes it reopen the path (Debian's logrotate `create`
+//!   then `postrotate`). Then an unterminated last line is mapped as
+//!   complete and the new file is read from 0, so the old file's lines
+//!   always get lower seqs than the new file's. Fluent Bit's `Rotate_Wait`
+//!   and Filebeat's `close_inactive` do the same;
 //! - **truncation** (the handle's size is below the read position, or the
 //!   first bytes changed): read again from 0;
 //! - `path` missing (between a rename and Asterisk's reopen): keep reading
 //!   the old handle and wait.
+//!
+//! When the agent was stopped across a rotation, the checkpoint names the
+//! old inode: at start that inode is searched for among the files of the
+//! same directory, and when one has it (with the checkpoint's fingerprint)
+//! it is finished from the checkpoint's offset, as above, before the new
+//! file is read.
 //!
 //! Events and the new checkpoint go to the spool in one submit
 //! (`replayable = true`). When the spool answers [`AppendOutcome::Full`]
@@ -44,10 +58,11 @@
 //!
 //! # What can still be lost
 //!
-//! Lines appended to a file after it was rotated away *while the agent was
-//! stopped* (the checkpoint names the old inode; the old file is not
-//! searched for), and a file rotated twice within one poll interval (the
-//! middle file is never opened).
+//! Lines appended to a rotated file after `rotate_wait_ms` of quiet, or
+//! after it was compressed or moved to another directory while the agent
+//! was stopped (its inode is then not found); a file rotated twice within
+//! one poll interval while no notification arrives (the middle file is never
+//! opened).
 
 use std::fs::File;
 use std::io;
@@ -56,13 +71,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use notify::Watcher as _;
+use tokio::sync::Notify;
+
 use callkpi_core::event::SourceKind;
 use callkpi_feeds::FeedEvent;
 use callkpi_feeds::queue_log::{InputForm, QueueLogConfig, QueueLogMapper};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, error, info, info_span, warn};
 
-use super::EventSink;
+use super::{EventSink, EventsCaptured, EventsSpooled, InternalEvent as _, UnparsedCounts};
 use crate::clock::Clock;
 use crate::config::QueueLogSourceConfig;
 use crate::metrics::SourceMetrics;
@@ -178,6 +196,7 @@ pub struct QueueLogSource<S> {
     name: String,
     path: PathBuf,
     poll: Duration,
+    rotate_wait: Duration,
     chunk: usize,
     mapper_config: QueueLogConfig,
     sink: S,
@@ -196,8 +215,18 @@ struct Reader {
     fp_len: u64,
     fp: u64,
     /// Counters already reported from the mapper.
-    malformed_seen: u64,
-    unmapped_seen: u64,
+    unparsed: UnparsedCounts,
+    /// Set once `path` names another file: the file to read next, while
+    /// this one is finished.
+    rotated: Option<Rotated>,
+}
+
+/// A rotation seen, waiting for the old file to be quiet.
+struct Rotated {
+    /// The file now at `path`.
+    next: OpenFile,
+    /// When the old file last grew (or the rotation was seen).
+    quiet_since: Instant,
 }
 
 impl Reader {
@@ -228,6 +257,65 @@ enum AtEof {
     Truncated,
 }
 
+/// Wakes the source when something happens to the file or its rotated
+/// copies: an inotify watch on the file's directory, filtered by name. The
+/// watch is dropped with it.
+struct FsWake {
+    wake: Arc<Notify>,
+    watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl FsWake {
+    fn new() -> Self {
+        Self { wake: Arc::new(Notify::new()), watcher: None }
+    }
+
+    /// Sets up the watch of `path`'s directory unless it is already there;
+    /// on failure the source polls (logged once, by the caller's retries
+    /// being silent).
+    fn watch(&mut self, path: &Path, poll: Duration) {
+        if self.watcher.is_some() {
+            return;
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let Some(name) = path.file_name().map(std::ffi::OsStr::to_os_string) else { return };
+        let wake = self.wake.clone();
+        let relevant =
+            move |p: &Path| p.file_name().is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()));
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            // A rescan or an error (queue overflow): wake, the read finds out.
+            Ok(ev) if ev.paths.is_empty() || ev.paths.iter().any(|p| relevant(p)) => wake.notify_one(),
+            Ok(_) => {}
+            Err(_) => wake.notify_one(),
+        })
+        .and_then(|mut w| w.watch(&dir, notify::RecursiveMode::NonRecursive).map(|()| w));
+        match watcher {
+            Ok(w) => {
+                debug!(dir = %dir.display(), "Queue_log directory watched (inotify).");
+                self.watcher = Some(w);
+            }
+            Err(e) => warn!(
+                error = %e,
+                dir = %dir.display(),
+                poll_ms = poll.as_millis() as u64,
+                "No file-system notifications for the queue_log directory; polling only."
+            ),
+        }
+    }
+
+    /// Until the file system reports a change, `poll` passes, or shutdown.
+    async fn wait(&self, poll: Duration, shutdown: &CancellationToken) {
+        tokio::select! {
+            () = self.wake.notified() => {}
+            () = tokio::time::sleep(poll) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
 impl<S: EventSink> QueueLogSource<S> {
     /// A source reading `config.path` into `sink`, its agent names passed
     /// through `config.agent_aliases`.
@@ -246,6 +334,7 @@ impl<S: EventSink> QueueLogSource<S> {
             name: config.name.clone(),
             path: config.path.clone(),
             poll: Duration::from_millis(config.poll_interval_ms),
+            rotate_wait: Duration::from_millis(config.rotate_wait_ms),
             chunk: config.read_chunk_bytes,
             sink,
             clock,
@@ -263,7 +352,9 @@ impl<S: EventSink> QueueLogSource<S> {
 
     async fn run_inner(self, shutdown: CancellationToken) {
         info!(path = %self.path.display(), "Queue_log source started.");
-        let Some(mut reader) = self.resume(&shutdown).await else {
+        let mut fs = FsWake::new();
+        fs.watch(&self.path, self.poll);
+        let Some(mut reader) = self.resume(&mut fs, &shutdown).await else {
             info!("Queue_log source stopped.");
             return;
         };
@@ -275,17 +366,19 @@ impl<S: EventSink> QueueLogSource<S> {
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, path = %self.path.display(), "Queue_log read failed; retrying."),
             }
-            tokio::select! {
-                () = tokio::time::sleep(self.poll) => {}
-                () = shutdown.cancelled() => {}
-            }
+            // A rotated file is finished when its quiet time is up, whatever
+            // the poll interval: no notification marks that moment.
+            let wait = reader.rotated.as_ref().map_or(self.poll, |r| {
+                self.rotate_wait.saturating_sub(r.quiet_since.elapsed()).clamp(Duration::from_millis(1), self.poll)
+            });
+            fs.wait(wait, &shutdown).await;
         }
         info!(offset = reader.mapper.offset(), "Queue_log source stopped.");
     }
 
     /// Opens the file and positions the reader from the stored checkpoint.
     /// `None` when shut down before the file appeared.
-    async fn resume(&self, shutdown: &CancellationToken) -> Option<Reader> {
+    async fn resume(&self, fs: &mut FsWake, shutdown: &CancellationToken) -> Option<Reader> {
         let stored = match self.sink.checkpoint(&self.key) {
             Ok(bytes) => bytes.as_deref().and_then(|b| {
                 let cp = Checkpoint::decode(b);
@@ -303,15 +396,19 @@ impl<S: EventSink> QueueLogSource<S> {
         let open = loop {
             let path = self.path.clone();
             match blocking(move || OpenFile::open(&path)).await {
-                Ok(open) => break open,
+                Ok(open) => {
+                    // The directory may not have existed when the source started.
+                    fs.watch(&self.path, self.poll);
+                    break open;
+                }
                 Err(e) => {
                     if !waiting_logged {
                         warn!(error = %e, path = %self.path.display(), "Queue_log file cannot be opened; waiting for it.");
                         waiting_logged = true;
                     }
-                    tokio::select! {
-                        () = tokio::time::sleep(self.poll) => {}
-                        () = shutdown.cancelled() => return None,
+                    fs.wait(self.poll, shutdown).await;
+                    if shutdown.is_cancelled() {
+                        return None;
                     }
                 }
             }
@@ -326,8 +423,23 @@ impl<S: EventSink> QueueLogSource<S> {
                     Ok((size, fp))
                 })
                 .await;
+                let trusted = matches!(check, Ok((size, Some(fp))) if size >= cp.offset && fp == cp.fingerprint);
+                let rotated_away = !trusted && check.is_ok() && cp.inode != open.inode;
+                if let Some((old, old_path)) = if rotated_away { self.find_rotated(cp).await } else { None } {
+                    self.metrics.rotations.inc();
+                    info!(
+                        old_inode = cp.inode,
+                        inode = open.inode,
+                        rotated = %old_path.display(),
+                        offset = cp.offset,
+                        "Queue_log was rotated while stopped; finishing the rotated file first."
+                    );
+                    let mut reader = self.reader_at(old, cp.offset, None).await;
+                    reader.rotated = Some(Rotated { next: open, quiet_since: Instant::now() });
+                    return Some(reader);
+                }
                 match check {
-                    Ok((size, Some(fp))) if size >= cp.offset && fp == cp.fingerprint => {
+                    Ok(_) if trusted => {
                         if cp.inode != open.inode {
                             info!(
                                 old_inode = cp.inode,
@@ -350,8 +462,9 @@ impl<S: EventSink> QueueLogSource<S> {
                             warn!(
                                 old_inode = cp.inode,
                                 inode = open.inode,
-                                "Queue_log file was replaced while stopped; reading the new file from the start \
-                                 (lines written to the old one after the checkpoint were not read)."
+                                "Queue_log file was replaced while stopped and the old one is not in its directory; \
+                                 reading the new file from the start (lines written to the old one after the \
+                                 checkpoint were not read)."
                             );
                         }
                         0
@@ -367,9 +480,52 @@ impl<S: EventSink> QueueLogSource<S> {
         Some(self.reader_at(open, offset, None).await)
     }
 
+    /// The file of `path`'s directory whose inode is the checkpoint's, when
+    /// it still holds the checkpoint's offset and fingerprint: the rotated
+    /// file the agent was reading when it stopped.
+    async fn find_rotated(&self, cp: Checkpoint) -> Option<(OpenFile, PathBuf)> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let found = blocking(move || {
+            for entry in std::fs::read_dir(&dir)?.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if !meta.is_file() || meta.ino() != cp.inode || meta.len() < cp.offset {
+                    continue;
+                }
+                let open = OpenFile::open(&entry.path())?;
+                // The inode may have been reused by an unrelated file.
+                if open.inode == cp.inode
+                    && fingerprint(&open.file, u64::from(cp.fingerprint_len))? == Some(cp.fingerprint)
+                {
+                    return Ok(Some((open, entry.path())));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+        found.unwrap_or_else(|e| {
+            warn!(error = %e, "Cannot search the queue_log directory for the rotated file.");
+            None
+        })
+    }
+
     /// A reader of `open` at `offset`, keeping the state of `previous`
     /// (calls open across a rotation) unless the input is CSV.
-    async fn reader_at(&self, open: OpenFile, offset: u64, previous: Option<QueueLogMapper>) -> Reader {
+    /// The reader's mapper and its reported counts, to carry into the
+    /// reader of the next file (or of the same file after a truncation).
+    fn take_mapper(&self, reader: &mut Reader) -> (QueueLogMapper, UnparsedCounts) {
+        let placeholder = QueueLogMapper::new(self.mapper_config.clone());
+        (std::mem::replace(&mut reader.mapper, placeholder), reader.unparsed)
+    }
+
+    async fn reader_at(
+        &self,
+        open: OpenFile,
+        offset: u64,
+        previous: Option<(QueueLogMapper, UnparsedCounts)>,
+    ) -> Reader {
         let fp_len = offset.min(FINGERPRINT_BYTES);
         let file = open.file.clone();
         let csv_header = self.mapper_config.form != Some(InputForm::File) && offset > 0;
@@ -383,9 +539,11 @@ impl<S: EventSink> QueueLogSource<S> {
         })
         .await;
         let (fp, head) = probe.unwrap_or((0, Vec::new()));
-        let mut mapper = match previous {
-            Some(m) if m.form() != Some(InputForm::Csv) => m.starting_at(offset),
-            _ => QueueLogMapper::new(self.mapper_config.clone()).starting_at(offset),
+        // A mapper carried over keeps its totals, and so the counts already
+        // reported from them.
+        let (mut mapper, mut unparsed) = match previous {
+            Some((m, counts)) if m.form() != Some(InputForm::Csv) => (m.starting_at(offset), counts),
+            _ => (QueueLogMapper::new(self.mapper_config.clone()).starting_at(offset), UnparsedCounts::default()),
         };
         if let Some(header) = csv_header_line(&head, self.mapper_config.form) {
             let header_len = header.len() as u64;
@@ -395,9 +553,10 @@ impl<S: EventSink> QueueLogSource<S> {
                 let mut none = Vec::new();
                 fresh.push(header, &mut none);
                 mapper = fresh;
+                unparsed = UnparsedCounts::default();
             }
         }
-        Reader { open, mapper, pending: Vec::new(), fp_len, fp, malformed_seen: 0, unmapped_seen: 0 }
+        Reader { open, mapper, pending: Vec::new(), fp_len, fp, unparsed, rotated: None }
     }
 
     /// Reads and spools one chunk; at EOF, checks for rotation and
@@ -411,6 +570,9 @@ impl<S: EventSink> QueueLogSource<S> {
     ) -> io::Result<bool> {
         let n = self.read_chunk(reader, buf).await?;
         if n > 0 {
+            if let Some(r) = reader.rotated.as_mut() {
+                r.quiet_since = Instant::now();
+            }
             let mut events = Vec::new();
             let consumed = reader.mapper.push(&reader.pending, &mut events);
             reader.pending.drain(..consumed);
@@ -419,22 +581,18 @@ impl<S: EventSink> QueueLogSource<S> {
             return Ok(true);
         }
         match self.at_eof(reader).await? {
-            AtEof::Idle => Ok(false),
+            AtEof::Idle => Ok(self.finish_rotated(reader, shutdown, last_log).await),
             AtEof::Grown => Ok(true),
             AtEof::Rotated(new) => {
-                // Finish the old file from the open handle: anything written
-                // before the rename, then an unterminated last line.
-                while self.read_chunk(reader, buf).await? > 0 {}
-                let mut events = Vec::new();
-                reader.mapper.finish(&reader.pending, &mut events);
-                reader.pending.clear();
                 self.metrics.rotations.inc();
-                info!(old_inode = reader.open.inode, inode = new.inode, "Queue_log rotated; following the new file.");
-                let placeholder = QueueLogMapper::new(self.mapper_config.clone());
-                let previous = std::mem::replace(&mut reader.mapper, placeholder);
-                *reader = self.reader_at(new, 0, Some(previous)).await;
-                self.spool(reader, events, reader.checkpoint(), shutdown, last_log).await;
-                Ok(true)
+                info!(
+                    old_inode = reader.open.inode,
+                    inode = new.inode,
+                    rotate_wait_ms = self.rotate_wait.as_millis() as u64,
+                    "Queue_log rotated; finishing the old file until it is quiet."
+                );
+                reader.rotated = Some(Rotated { next: new, quiet_since: Instant::now() });
+                Ok(self.rotate_wait.is_zero())
             }
             AtEof::Truncated => {
                 self.metrics.truncations.inc();
@@ -442,14 +600,43 @@ impl<S: EventSink> QueueLogSource<S> {
                     offset = reader.read_pos(),
                     "Queue_log truncated; reading from the start (lines of the incomplete tail are dropped)."
                 );
-                let placeholder = QueueLogMapper::new(self.mapper_config.clone());
-                let previous = std::mem::replace(&mut reader.mapper, placeholder);
+                let previous = self.take_mapper(reader);
                 let open = reader.open.clone();
+                let rotated = reader.rotated.take();
                 *reader = self.reader_at(open, 0, Some(previous)).await;
+                reader.rotated = rotated;
                 self.spool(reader, Vec::new(), reader.checkpoint(), shutdown, last_log).await;
                 Ok(true)
             }
         }
+    }
+
+    /// At EOF of a rotated file that has been quiet for `rotate_wait`: maps
+    /// an unterminated last line as complete and moves to the new file.
+    /// `false` while the old file may still be written.
+    async fn finish_rotated(
+        &self,
+        reader: &mut Reader,
+        shutdown: &CancellationToken,
+        last_log: &mut Option<Instant>,
+    ) -> bool {
+        let Some(r) = reader.rotated.as_ref() else { return false };
+        if r.quiet_since.elapsed() < self.rotate_wait {
+            return false;
+        }
+        let Some(Rotated { next, .. }) = reader.rotated.take() else { return false };
+        let mut events = Vec::new();
+        reader.mapper.finish(&reader.pending, &mut events);
+        reader.pending.clear();
+        info!(
+            old_inode = reader.open.inode,
+            inode = next.inode,
+            "Queue_log rotated file finished; following the new file."
+        );
+        let previous = self.take_mapper(reader);
+        *reader = self.reader_at(next, 0, Some(previous)).await;
+        self.spool(reader, events, reader.checkpoint(), shutdown, last_log).await;
+        true
     }
 
     /// Reads up to one chunk at the read position into `reader.pending`.
@@ -483,6 +670,7 @@ impl<S: EventSink> QueueLogSource<S> {
     async fn at_eof(&self, reader: &Reader) -> io::Result<AtEof> {
         let file = reader.open.file.clone();
         let (fp_len, fp, pos, inode) = (reader.fp_len, reader.fp, reader.read_pos(), reader.open.inode);
+        let rotated = reader.rotated.is_some();
         let path = self.path.clone();
         blocking(move || {
             let size = file.metadata()?.len();
@@ -491,6 +679,9 @@ impl<S: EventSink> QueueLogSource<S> {
             }
             if size > pos {
                 return Ok(AtEof::Grown);
+            }
+            if rotated {
+                return Ok(AtEof::Idle);
             }
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.ino() != inode => match OpenFile::open(&path) {
@@ -516,7 +707,7 @@ impl<S: EventSink> QueueLogSource<S> {
     ) {
         self.report_unparsed(reader, last_log);
         let count = events.len() as u64;
-        self.metrics.events.inc_by(count);
+        EventsCaptured { count }.emit(&self.metrics);
         let captured = self.clock.capture();
         let inputs: Vec<SpoolInput> = events
             .into_iter()
@@ -527,7 +718,7 @@ impl<S: EventSink> QueueLogSource<S> {
         loop {
             match self.sink.submit(inputs.clone(), Some(cp.clone())).await {
                 Ok(AppendOutcome::Stored { .. }) => {
-                    self.metrics.spooled.inc_by(count);
+                    EventsSpooled { count }.emit(&self.metrics);
                     if full_logged {
                         info!("Spool has room again; queue_log reading resumed.");
                     }
@@ -558,18 +749,13 @@ impl<S: EventSink> QueueLogSource<S> {
 
     fn report_unparsed(&self, reader: &mut Reader, last_log: &mut Option<Instant>) {
         let unparsed = reader.mapper.unparsed();
-        let malformed = unparsed.malformed;
         let unmapped: u64 = unparsed.by_name.values().sum();
-        if malformed > reader.malformed_seen {
-            let new = malformed - reader.malformed_seen;
-            self.metrics.malformed.inc_by(new);
-            if last_log.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
-                if let Some(m) = reader.mapper.last_malformed() {
-                    warn!(at = m.at, error = %m.error, new, "Malformed queue_log lines skipped.");
-                }
-                *last_log = Some(Instant::now());
+        let new = reader.unparsed.report(SourceKind::AsteriskQueueLog, unparsed.malformed, unmapped, &self.metrics);
+        if new > 0 && last_log.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
+            if let Some(m) = reader.mapper.last_malformed() {
+                warn!(at = m.at, error = %m.error, new, "Malformed queue_log lines skipped.");
             }
-            reader.malformed_seen = malformed;
+            *last_log = Some(Instant::now());
         }
         // A CSV header of no known layout: nothing of the file is read.
         if let Some(e) = reader.mapper.csv_header_error()
@@ -577,10 +763,6 @@ impl<S: EventSink> QueueLogSource<S> {
         {
             error!(path = %self.path.display(), error = %e, "Queue_log CSV not read: set csv_columns.");
             *last_log = Some(Instant::now());
-        }
-        if unmapped > reader.unmapped_seen {
-            self.metrics.unmapped.inc_by(unmapped - reader.unmapped_seen);
-            reader.unmapped_seen = unmapped;
         }
     }
 }

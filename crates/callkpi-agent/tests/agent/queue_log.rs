@@ -24,16 +24,34 @@ fn append(path: &Path, bytes: &[u8]) {
 }
 
 fn start(spool: &TestSpool, path: &Path, metrics: &Metrics) -> (CancellationToken, JoinHandle<()>) {
+    start_polling(spool, path, metrics, 20)
+}
+
+fn start_polling(
+    spool: &TestSpool,
+    path: &Path,
+    metrics: &Metrics,
+    poll_interval_ms: u64,
+) -> (CancellationToken, JoinHandle<()>) {
     let config = QueueLogSourceConfig {
         name: "ql".to_owned(),
         path: path.to_owned(),
-        poll_interval_ms: 20,
+        poll_interval_ms,
+        rotate_wait_ms: 300,
         ..QueueLogSourceConfig::default()
     };
     let source = QueueLogSource::new(&config, spool.sink.clone(), Clock::new(), metrics.source("ql")).expect("source");
     let stop = CancellationToken::new();
     let task = tokio::spawn(source.run(stop.clone()));
     (stop, task)
+}
+
+/// The recording, and a scratch directory with the path of its queue_log.
+fn scene() -> (Vec<u8>, tempfile::TempDir, std::path::PathBuf) {
+    let input = std::fs::read(fixture("queue_log")).expect("fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("queue_log");
+    (input, dir, path)
 }
 
 /// Number of events the mapper makes from the first `lines` lines.
@@ -117,12 +135,33 @@ async fn tail_follows_appends_rotation_truncation_and_restart_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_and_a_rotation_are_read_on_the_file_systems_notice_not_the_poll() {
+    let _guard = trace();
+    let (input, dir, path) = scene();
+    let lines: Vec<&[u8]> = input.split_inclusive(|&b| b == b'\n').collect();
+    let cfg = spool_config(dir.path());
+    let metrics = Metrics::new();
+    let spool = TestSpool::open(&cfg);
+    append(&path, &lines[..20].concat());
+    // A poll this slow would take a minute: only inotify can be this quick.
+    let (stop, task) = start_polling(&spool, &path, &metrics, 60_000);
+    let soon = Duration::from_secs(5);
+    eventually(soon, "the lines present at start", || spool.events().len() == events_of(&lines, 20)).await;
+    append(&path, &lines[20..40].concat());
+    eventually(soon, "appended lines", || spool.events().len() == events_of(&lines, 40)).await;
+    std::fs::rename(&path, dir.path().join("queue_log.1")).expect("rename");
+    append(&path, &lines[40..60].concat());
+    eventually(soon, "the new file after a rotation", || spool.events().len() == events_of(&lines, 60)).await;
+    stop.cancel();
+    task.await.expect("source ends");
+    spool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_replaced_while_stopped_is_read_from_the_start() {
     let _guard = trace();
-    let input = std::fs::read(fixture("queue_log")).expect("fixture");
+    let (input, dir, path) = scene();
     let lines: Vec<&[u8]> = input.split_inclusive(|&b| b == b'\n').collect();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("queue_log");
     let cfg = spool_config(dir.path());
     let metrics = Metrics::new();
 
