@@ -223,6 +223,10 @@ pub(crate) struct SessionEnded<'a> {
     pub(crate) was_up: bool,
     /// A session of this run did (read only when this one did not).
     pub(crate) ever_up: bool,
+    /// Say a failed attempt out loud: the first of a run of failures, then
+    /// at most once per longest backoff (a peer that stays away must not
+    /// fill the log every few seconds).
+    pub(crate) loud: bool,
 }
 
 impl InternalEvent for SessionEnded<'_> {
@@ -237,10 +241,19 @@ impl InternalEvent for SessionEnded<'_> {
             Ended::PeerGone if self.was_up => {
                 warn!(feed, error = %error, "Connection lost; reconnecting (events until then are not seen).");
             }
-            _ if self.was_up || !self.ever_up => warn!(feed, error = %error, "Connection failed; reconnecting."),
+            _ if self.loud && (self.was_up || !self.ever_up) => {
+                warn!(feed, error = %error, "Connection failed; reconnecting (said again at most once per longest backoff).");
+            }
             _ => debug!(feed, error = %error, "Reconnect failed."),
         }
     }
+}
+
+/// Whether a failed attempt is said out loud: the first since the last
+/// session came up (`since_loud` none), then once the longest backoff has
+/// passed since the last one said.
+fn loud_again(since_loud: Option<Duration>, longest: Duration) -> bool {
+    since_loud.is_none_or(|d| d >= longest)
 }
 
 // === shared plumbing ===
@@ -310,6 +323,8 @@ pub(crate) struct Reconnect {
     kind: SourceKind,
     backoff: Backoff,
     ever_up: bool,
+    /// When a failed attempt was last said out loud (`None`: since the last session came up).
+    last_loud: Option<std::time::Instant>,
 }
 
 impl Reconnect {
@@ -319,6 +334,7 @@ impl Reconnect {
             kind,
             backoff: Backoff::new(Duration::from_millis(initial_ms), Duration::from_millis(max_ms)),
             ever_up: false,
+            last_loud: None,
         }
     }
 
@@ -326,6 +342,7 @@ impl Reconnect {
     pub(crate) fn started(&mut self, metrics: &SourceMetrics) {
         SessionStarted { again: self.ever_up }.emit(metrics);
         self.ever_up = true;
+        self.last_loud = None;
         self.backoff.reset();
     }
 
@@ -340,7 +357,12 @@ impl Reconnect {
         shutdown: &CancellationToken,
     ) -> bool {
         // When this session was not up, `ever_up` is about earlier ones.
-        SessionEnded { kind: self.kind, error, class, was_up, ever_up: self.ever_up }.emit(metrics);
+        let loud = loud_again(self.last_loud.map(|t| t.elapsed()), self.backoff.max_delay());
+        if loud {
+            self.last_loud = Some(std::time::Instant::now());
+        }
+        SessionEnded { kind: self.kind, error, class, was_up, ever_up: self.ever_up, loud: loud || was_up }
+            .emit(metrics);
         self.retry(class, shutdown).await
     }
 
@@ -357,5 +379,18 @@ impl Reconnect {
             () = tokio::time::sleep(delay) => true,
             () = shutdown.cancelled() => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_peer_that_stays_away_is_said_once_per_longest_backoff() {
+        use super::loud_again;
+        use std::time::Duration;
+        let longest = Duration::from_secs(30);
+        assert!(loud_again(None, longest), "the first failure is said");
+        assert!(!loud_again(Some(Duration::from_secs(2)), longest), "not again a few seconds later");
+        assert!(loud_again(Some(Duration::from_secs(30)), longest), "again once the longest backoff passed");
     }
 }
