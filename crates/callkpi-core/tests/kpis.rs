@@ -539,3 +539,30 @@ fn live_view_shows_waiting_callers_and_agent_activity() {
     assert_eq!(by["B"], &Activity::Available);
     assert_eq!(by["C"], &Activity::Paused { reason: "lunch".into() });
 }
+
+/// A static member (no login event, inferred from QUEUESTART and the calls
+/// it answered) is logged in up to the last event seen from its PBX's site,
+/// not up to the report's "now": a recording of days ago, or a PBX gone
+/// silent, does not make its agents logged in until today.
+#[test]
+fn inferred_logins_end_at_the_sites_last_event_not_at_now() {
+    let mut s = Script::new();
+    s.at(0.0, "", EventKind::QueueStart);
+    s.join(60.0, "c", "q", "0611").answer(70.0, "c", "q", "A").hangup(300.0, "c", "A");
+    let mut e = Engine::new(EngineConfig::default());
+    for ev in &s.events {
+        e.ingest(ev.clone());
+    }
+    // Ten days later, live.
+    e.refresh(Some((T0 + 10 * 86_400) * NANOS_PER_SEC), false);
+    let p = KpiParams {
+        from: Some(T0 * NANOS_PER_SEC),
+        to: Some((T0 + 11 * 86_400) * NANOS_PER_SEC),
+        interval: callkpi_core::time::Interval::All,
+        group_by: vec![GroupBy::Agent],
+        ..KpiParams::default()
+    };
+    let r = e.report(&p, &[]).unwrap();
+    let a = r.rows.iter().find(|r| r.group.get("agent").cloned().flatten().as_deref() == Some("A")).unwrap();
+    close(Some(a.kpis.logged_in_s), 300.0);
+}
