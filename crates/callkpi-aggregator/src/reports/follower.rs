@@ -199,6 +199,7 @@ impl KpiFollower {
                 let mut st = self.lock();
                 // Another caller may have applied this chunk meanwhile.
                 let done = st.applied.get(&agent.agent_id).copied().unwrap_or(0);
+                let mut applied_here = 0;
                 for (seq, wire) in chunk {
                     if seq <= done {
                         continue;
@@ -207,7 +208,7 @@ impl KpiFollower {
                         Ok(ev) => {
                             st.last_kpi_time.insert(agent.agent_id.clone(), ev.kpi_time());
                             if self.file(&mut st, ev)? {
-                                applied_now += 1;
+                                applied_here += 1;
                             }
                         }
                         Err(error) => {
@@ -221,17 +222,16 @@ impl KpiFollower {
                 // Seal as the chunk moves the data clocks, and write what was
                 // sealed before it piles up: a backlog of a day (or a restart
                 // after an upgrade) must not hold every call it covers.
+                // Published before the lock is let go: a reader that waited
+                // for this chunk never sees the view from before it.
                 let now = crate::now_ns();
-                if self.cfg.seal.is_some() {
-                    st.engine.refresh(Some(now), false);
+                if applied_here > 0 {
+                    self.publish(&mut st, now);
+                    applied_now += applied_here;
                 }
                 let full = st.engine.pending_calls() >= CHECKPOINT_CALLS;
                 self.checkpoint_if_due(&mut st, now, full)?;
             }
-        }
-        if applied_now > 0 {
-            let mut st = self.lock();
-            self.publish(&mut st, crate::now_ns());
         }
         Ok(applied_now)
     }
