@@ -187,6 +187,9 @@ struct AgentLog {
     /// Highest seq folded per collecting agent: a change at or below it,
     /// before the boundary, was seen already.
     folded_seq: HashMap<String, u64>,
+    /// The end of presence `contribution` was built to: unchanged, and
+    /// nothing else changed, the agent need not be rebuilt.
+    built_until: Option<UnixNanos>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -365,6 +368,12 @@ impl Engine {
         }
         self.events += 1;
         self.clock = Some(self.clock.map_or(t, |c| c.max(t)));
+        if self.first.is_some_and(|f| t < f) {
+            // Inferred logins of sites without a queue start begin at the
+            // first event: an earlier one moves them all.
+            self.dirty_agents.extend(self.agents.keys().cloned());
+            self.dirty_agents.extend(self.agent_queues.keys().cloned());
+        }
         self.first = Some(self.first.map_or(t, |c| c.min(t)));
         true
     }
@@ -422,12 +431,16 @@ impl Engine {
         for key in callers {
             self.rebuild_caller(&key);
         }
-        // Logged-in spans that are still open grow with the clock, so every
-        // agent is rebuilt when the clock moved; otherwise only changed ones.
+        // Logged-in spans that are still open grow with their site's clock,
+        // so an agent is rebuilt when that moved; otherwise only changed ones.
         let mut agents: HashSet<AgentKey> = self.dirty_agents.drain().collect();
         if self.last_refresh != Some(now) {
-            agents.extend(self.agents.keys().cloned());
-            agents.extend(self.agent_queues.keys().cloned());
+            let moved = |k: &AgentKey, log: Option<&AgentLog>| {
+                let until = self.site_clock.get(&k.0).copied().unwrap_or(now).min(now);
+                log.is_none_or(|l| l.built_until != Some(until))
+            };
+            agents.extend(self.agents.iter().filter(|(k, l)| moved(k, Some(l))).map(|(k, _)| k.clone()));
+            agents.extend(self.agent_queues.keys().filter(|k| moved(k, self.agents.get(*k))).cloned());
             self.last_refresh = Some(now);
         }
         for key in agents {
@@ -788,6 +801,7 @@ impl Engine {
         // the wall clock, decides it, so offline and live agree.
         let until = self.site_clock.get(&key.0).copied().unwrap_or(now).min(now);
         let set = agent::contribution(&key.0, &key.1, log.base.as_ref(), &mut log.changes, &queues, from, until);
+        log.built_until = Some(until);
         self.store.add(&log.contribution, -1);
         self.store.add(&set, 1);
         log.contribution = set;
