@@ -13,14 +13,15 @@
 #   ASTERISK_GIT   clone source (default: https://github.com/asterisk/asterisk.git;
 #                  a local mirror of that repository works too)
 #   ASTERISK_TAG   tag to build (default 22.10.1)
-#   BUILD_DIR      where the source is checked out (default /work/build/asterisk)
+#   BUILD_DIR      where the source is checked out (default
+#                  ${XDG_CACHE_HOME:-~/.cache}/callkpi/asterisk)
 #   PREFIX         install prefix (default $BUILD_DIR/install)
 #   JOBS           make -j (default 2)
 set -euo pipefail
 
 ASTERISK_GIT=${ASTERISK_GIT:-https://github.com/asterisk/asterisk.git}
 ASTERISK_TAG=${ASTERISK_TAG:-22.10.1}
-BUILD_DIR=${BUILD_DIR:-/work/build/asterisk}
+BUILD_DIR=${BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/callkpi/asterisk}
 PREFIX=${PREFIX:-$BUILD_DIR/install}
 JOBS=${JOBS:-2}
 SRC=$BUILD_DIR/src

@@ -18,7 +18,7 @@ asks QueueStatus at the end, stops Asterisk, and writes into OUT_DIR:
 
 Only 127.0.0.1 is used; every wait is bounded. Usage:
 
-  PREFIX=/work/build/asterisk/install tests/peers/asterisk/record.py run-b OUT_DIR
+  tests/peers/asterisk/record.py run-b OUT_DIR   (PREFIX: where build.sh installed)
 """
 
 import json
@@ -31,8 +31,10 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PREFIX = os.environ.get("PREFIX", "/work/build/asterisk/install")
-RUN_DIR = os.environ.get("RUN_DIR", "/work/build/asterisk-run")
+# Defaults follow build.sh: a cache directory outside the repository.
+CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "callkpi")
+PREFIX = os.environ.get("PREFIX", os.path.join(CACHE, "asterisk", "install"))
+RUN_DIR = os.environ.get("RUN_DIR", os.path.join(CACHE, "asterisk-run"))
 AMI = ("127.0.0.1", 5038)
 
 
