@@ -297,11 +297,6 @@ impl KpiStore {
         Ok(set)
     }
 
-    /// Number of rollup cells (for metrics). Blocking: a scan of keys.
-    pub(crate) fn rollup_cells(&self) -> usize {
-        self.tree().scan_prefix(b"r").keys().count()
-    }
-
     /// A sealed call by site and id.
     ///
     /// # Errors

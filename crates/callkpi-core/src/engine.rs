@@ -137,13 +137,6 @@ pub struct EvictedContact {
     pub neighbours: Neighbours,
 }
 
-impl Sealed {
-    /// Nothing to store.
-    pub fn is_empty(&self) -> bool {
-        self.calls.is_empty() && self.unsealed.is_empty() && self.delta.0.is_empty() && self.evicted.is_empty()
-    }
-}
-
 /// One sealed call.
 #[derive(Debug)]
 pub struct SealedCall {

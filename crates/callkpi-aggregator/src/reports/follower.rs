@@ -111,8 +111,6 @@ pub(super) struct FollowerState {
     undecodable: u64,
     /// When the last checkpoint was written.
     checkpointed: Instant,
-    /// Bumped by every checkpoint: rollups read under an older one are stale.
-    pub(super) generation: u64,
     /// Totals since start, for metrics and logs.
     pub(super) sealed_total: u64,
     pub(super) reopened_total: u64,
@@ -283,7 +281,6 @@ impl KpiFollower {
         let written = self.kpi.checkpoint(sealed, &snapshot)?;
         st.checkpointed = Instant::now();
         st.durable_applied = st.applied.clone();
-        st.generation += 1;
         // Readers must not add the written cells twice: publish at once.
         self.publish(st, now_ns);
         st.sealed_total += written.calls_sealed as u64;
@@ -430,11 +427,6 @@ impl KpiFollower {
         let st = self.lock();
         (st.engine.window(), st.sealed_total, st.reopened_total)
     }
-
-    /// Rollup cells stored (a scan: for metrics scraped now and then).
-    pub fn rollup_cells(&self) -> usize {
-        self.kpi.rollup_cells()
-    }
 }
 
 impl Published {
@@ -460,7 +452,6 @@ impl FollowerState {
             last_kpi_time: s.last_kpi_time,
             undecodable: s.undecodable,
             checkpointed: Instant::now(),
-            generation: 0,
             sealed_total: 0,
             reopened_total: 0,
             late_beyond_retention: 0,
@@ -477,9 +468,6 @@ impl KpiFollower {
         use callkpi_core::live::Activity;
         use callkpi_core::params::GroupBy;
         use callkpi_core::time::{Interval, interval_start, parse_tz};
-        self.catch_up().map_err(|e| e.to_string())?;
-        let records = self.store.agents().map_err(|e| e.to_string())?;
-        let watermarks = watermarks(&records, &self.published().last_kpi_time);
         let time_zone = if q.time_zone.is_empty() { "UTC".to_owned() } else { q.time_zone.clone() };
         let tz = parse_tz(&time_zone)?;
         let thresholds = if q.sl_thresholds_s.is_empty() { vec![20] } else { q.sl_thresholds_s.clone() };
@@ -493,8 +481,13 @@ impl KpiFollower {
             fcr_window_s: KpiParams::default().fcr_window_s.min(self.fcr_max_window_s().unwrap_or(u64::MAX)),
             ..KpiParams::default()
         };
+        // The report catches up first; the live view and the lags then
+        // come from the view it was answered from, or a newer one.
         let today = self.report(&params, now_ns).map_err(|e| e.to_string())?;
-        let (queues, agents) = self.published().live.clone();
+        let published = self.published();
+        let records = self.store.agents().map_err(|e| e.to_string())?;
+        let watermarks = watermarks(&records, &published.last_kpi_time);
+        let (queues, agents) = published.live.clone();
         let wanted = |queue: &str| q.queues.is_empty() || q.queues.iter().any(|w| w == queue);
         let mut out: std::collections::BTreeMap<String, pb::QueueLive> = queues
             .into_iter()
