@@ -136,7 +136,8 @@ delivered() {
 compare_reports() {
     # Let a heartbeat tell the aggregator the agent's spool is delivered.
     sleep 2.5
-    local opts=(--by queue --interval 15m --tz Europe/Paris --format json)
+    # The whole recording: `report` alone would cover only today.
+    local opts=(--by queue --interval 15m --tz Europe/Paris --format json --from 1970-01-01T00:00:00Z)
     "$CLI" analyze --queue-log "$WORK/queue_log" --site paris "${opts[@]}" >"$WORK/offline.json"
     "$CLI" report --server "http://127.0.0.1:$grpc" --token "$reader_token" "${opts[@]}" >"$WORK/live.json"
     python3 - "$WORK/offline.json" "$WORK/live.json" <<'EOF'
