@@ -44,6 +44,14 @@ check() {
 # Names as the root's own /etc/passwd and /etc/group give them.
 mode_owner() { [ "$(in_root stat -c '%a %U %G' "$1" 2>/dev/null)" = "$2" ]; }
 absent() { [ ! -e "$ROOT$1" ]; }
+# The shipped agent config has no token (each office gets its own): as user
+# callkpi, validate exits 64 and says which key to fill in.
+shipped_agent_config_refused() {
+    local out code=0
+    out=$(in_root setpriv --reuid=callkpi --regid=callkpi --init-groups \
+        /usr/bin/callkpi-agent validate --config /etc/callkpi/agent.toml 2>&1) || code=$?
+    [ "$code" -eq 64 ] && grep -q 'uplink.token' <<<"$out" || { echo "exit $code: $out" >&2; return 1; }
+}
 present() { [ -e "$ROOT$1" ]; }
 dpkg_status() { [ "$(in_root dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | tr -d ' ')" = "$2" ]; }
 
@@ -99,8 +107,8 @@ check_install() {
     check "/etc/callkpi/aggregator.toml root:callkpi 0640" mode_owner /etc/callkpi/aggregator.toml "640 root callkpi"
     check "units installed disabled (configure first)" \
         bash -c "! ls '$ROOT'/etc/systemd/system/multi-user.target.wants/callkpi-* 2>/dev/null"
-    check "agent validates the shipped config as user callkpi" in_root setpriv --reuid=callkpi --regid=callkpi \
-        --init-groups /usr/bin/callkpi-agent validate --config /etc/callkpi/agent.toml
+    check "agent refuses the shipped config until it has a credential (64, names uplink.token)" \
+        shipped_agent_config_refused
     check "aggregator validates the shipped config as user callkpi" in_root setpriv --reuid=callkpi --regid=callkpi \
         --init-groups /usr/bin/callkpi-aggregator validate --config /etc/callkpi/aggregator.toml
     check "cli runs" in_root /usr/bin/callkpi --version
